@@ -1,0 +1,160 @@
+"""Experiment configuration: one YAML file per experiment, validated completely before any heavy import.
+
+``--set a.b=v`` overrides are applied to the raw YAML mapping and go through the same schema. Errors carry
+dotted paths (``data.n_safety.1: Input should be greater than or equal to 0``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from safemix.data.sources import SourceSpec
+from safemix.errors import InputError, input_error
+from safemix.files import canonical_json, sha256_text, write_text_atomic
+
+CONFIG_HASH_CHARS = 12
+
+
+class DataConfig(BaseModel):
+    """How to build the training mixtures."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    general: SourceSpec = Field(description="general instruction data: catalog name, path or hf:id")
+    safety: SourceSpec = Field(description="safety data: catalog name, path or hf:id")
+    n_general: int = Field(ge=0, description="general examples in every mixture")
+    n_safety: list[int] = Field(min_length=1, description="safety examples per mixture, one mixture per value")
+    val_size: int = Field(default=0, ge=0, description="validation examples drawn from the general pool")
+
+    @field_validator("n_safety")
+    @classmethod
+    def _distinct_non_negative(cls, values: list[int]) -> list[int]:
+        if any(value < 0 for value in values):
+            raise ValueError("every value must be >= 0")
+        if len(set(values)) != len(values):
+            raise ValueError("values must be distinct")
+        return values
+
+
+class ExperimentConfig(BaseModel):
+    """One experiment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(default="experiment", min_length=1)
+    seed: int = 0
+    data_dir: Path | None = Field(default=None, description="local data mirror; default $SAFEMIX_DATA_DIR or ../shared/data")
+    data: DataConfig
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    """One ``dotted.path: message`` line per error."""
+    lines = []
+    for item in err.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {message}")
+    return lines
+
+
+class ConfigError(InputError):
+    """A config that fails validation; ``problems`` holds every ``dotted.path: message``."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        more = f" (and {len(problems) - 1} more; run 'safemix validate')" if len(problems) > 1 else ""
+        super().__init__(f"{source}: {problems[0]}{more}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value``; the value is read as YAML (``3``, ``[0, 100]``, ``true``, ``text``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. data.n_general=900")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise InputError(f"--set {text!r}: value is not valid YAML ({err})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``a.b=v`` override applied (missing levels are created)."""
+    result = copy.deepcopy(raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        set_key(result, keys, value)
+    return result
+
+
+def set_key(raw: dict[str, Any], keys: Sequence[str], value: Any) -> None:
+    """Set ``raw[k1][k2]...[kn] = value`` in place, creating missing mappings."""
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise InputError(f"config key {'.'.join(keys[: depth + 1])} is not a mapping, cannot set {'.'.join(keys)}")
+        node = child
+    node[keys[-1]] = value
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping; syntax errors name the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise input_error(path, "config file not found") from None
+    except UnicodeDecodeError as err:
+        raise input_error(path, f"not valid UTF-8 (offset {err.start})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else None
+        raise input_error(path, f"invalid YAML: {getattr(err, 'problem', err)}", where) from None
+    if raw is None:
+        raise input_error(path, "config file is empty")
+    if not isinstance(raw, dict):
+        raise input_error(path, "a config must be a YAML mapping at the top level")
+    return raw
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a raw mapping; raises :class:`ConfigError` listing every problem with its dotted path."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(source, format_validation_error(err)) from None
+    except InputError as err:  # raised inside a validator, e.g. an unknown catalog name
+        raise ConfigError(source, [str(err)]) from None
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read, override and validate an experiment config file."""
+    return validate_config(apply_overrides(read_config_file(path), overrides), str(path))
+
+
+def resolved_config(config: ExperimentConfig) -> dict[str, Any]:
+    """The config with every default filled in, as plain JSON-compatible data."""
+    return config.model_dump(mode="json")
+
+
+def config_hash(config: ExperimentConfig) -> str:
+    """A short, stable hash of the resolved config (names run directories; recorded in manifests)."""
+    return sha256_text(canonical_json(resolved_config(config)))[:CONFIG_HASH_CHARS]
+
+
+def write_resolved_config(config: ExperimentConfig, out_dir: Path) -> str:
+    """Write ``config.yaml`` (resolved, with its hash) into ``out_dir``; return the hash."""
+    digest = config_hash(config)
+    text = f"# resolved safemix config, hash {digest}\n" + yaml.safe_dump(resolved_config(config), sort_keys=False)
+    write_text_atomic(out_dir / "config.yaml", text)
+    return digest

@@ -1,0 +1,216 @@
+"""The mixture builder: N general examples plus K safety examples, for several K, reproducibly.
+
+Rules (see ``build_mixtures``):
+- exact duplicates (normalised instruction + input) are removed from each source before sampling, and a
+  general example that also stands in the safety source is dropped from the general pool;
+- training examples whose instruction appears in a catalog evaluation suite are dropped (contamination guard);
+- each pool is ordered by one seeded permutation: the sha256 of ``seed``, the pool's role and the example's
+  normalised text. It depends only on the seed and the content, not on file order, platform or Python version;
+- the validation split is the first ``val_size`` of the general permutation, the general part of every mixture
+  the next ``n_general``; mixture-K takes the first K of the safety permutation, so the safety parts nest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+import safemix
+from safemix.data.sources import LoadedSource, SourceSpec, evaluation_suite_names, load_catalog_prompts, load_instructions
+from safemix.errors import InputError
+from safemix.files import sha256_file, write_json_atomic, write_jsonl_atomic
+from safemix.records import Example, ExampleCategory, Instruction
+
+log = logging.getLogger(__name__)
+
+_WHITESPACE = re.compile(r"\s+")
+NORMALISATION = "NFKC, casefold, whitespace runs collapsed to one space, stripped"
+
+
+def normalise_text(text: str) -> str:
+    """Normalise text for duplicate and contamination checks (see ``NORMALISATION``)."""
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def example_key(record: Instruction) -> str:
+    """The identity of an example for deduplication: normalised instruction and input."""
+    return normalise_text(record.instruction) + "\n" + normalise_text(record.input)
+
+
+def permutation_key(seed: int, role: str, key: str) -> bytes:
+    """Sort key of the seeded permutation: sha256 over the seed, the pool's role and the example's identity."""
+    return hashlib.sha256(f"{seed}\x00{role}\x00{key}".encode()).digest()
+
+
+@dataclass
+class Pool:
+    """The usable examples of one source after filtering, in seeded order, and what was filtered."""
+
+    source: LoadedSource
+    role: ExampleCategory
+    ordered: list[Example] = field(default_factory=list)
+    duplicates_removed: int = 0
+    contaminated_dropped: int = 0
+    overlap_dropped: int = 0
+
+    def counts(self) -> dict[str, Any]:
+        """Per-source counts for the manifest."""
+        return {
+            "records_read": len(self.source.records),
+            "duplicates_removed": self.duplicates_removed,
+            "contaminated_dropped": self.contaminated_dropped,
+            "overlap_with_safety_dropped": self.overlap_dropped,
+            "usable": len(self.ordered),
+        }
+
+
+@dataclass(frozen=True)
+class ContaminationGuard:
+    """Normalised prompts of every evaluation suite that could be read, and which could not."""
+
+    prompts: frozenset[str]
+    checked: dict[str, int]
+    unavailable: list[str]
+
+    @classmethod
+    def from_catalog(cls, data_dir: Path | None) -> ContaminationGuard:
+        """Collect the prompts of every catalog evaluation suite available locally (never downloads)."""
+        prompts: set[str] = set()
+        checked: dict[str, int] = {}
+        unavailable = []
+        for name in evaluation_suite_names():
+            try:
+                suite = load_catalog_prompts(name, data_dir, download=False)
+            except InputError as err:
+                log.warning("contamination guard: skipping suite %s (%s)", name, err)
+                unavailable.append(name)
+                continue
+            checked[name] = len(suite)
+            prompts.update(normalise_text(prompt.prompt) for prompt in suite)
+        return cls(frozenset(prompts), checked, unavailable)
+
+
+def make_pool(
+    source: LoadedSource, role: ExampleCategory, seed: int, guard: ContaminationGuard, exclude_keys: frozenset[str]
+) -> Pool:
+    """Deduplicate, filter and order one source's examples."""
+    pool = Pool(source, role)
+    seen: set[str] = set()
+    keyed = []
+    for index, record in enumerate(source.records):
+        key = example_key(record)
+        if key in seen:
+            pool.duplicates_removed += 1
+            continue
+        seen.add(key)
+        if normalise_text(record.instruction) in guard.prompts:
+            pool.contaminated_dropped += 1
+            continue
+        if key in exclude_keys:
+            pool.overlap_dropped += 1
+            continue
+        example = Example(id=f"{source.label}-{index}", source=source.label, category=role, **record.model_dump())
+        keyed.append((permutation_key(seed, role, key), example))
+    pool.ordered = [example for _, example in sorted(keyed, key=lambda pair: pair[0])]
+    return pool
+
+
+def _mixture_order(seed: int, examples: Iterable[Example]) -> list[Example]:
+    """Interleave general and safety examples in a seeded order that is stable across K."""
+    return sorted(examples, key=lambda example: permutation_key(seed, "order", example.id))
+
+
+def _require(pool: Pool, wanted: int, what: str) -> None:
+    if wanted > len(pool.ordered):
+        counts = pool.counts()
+        raise InputError(
+            f"{pool.source.file or pool.source.label}: {what} asks for {wanted} examples but the source has "
+            f"{len(pool.ordered)} usable ({counts['records_read']} read, {counts['duplicates_removed']} duplicates, "
+            f"{counts['contaminated_dropped']} in evaluation suites, {counts['overlap_with_safety_dropped']} also in the safety source)"
+        )
+
+
+def build_mixtures(
+    general: SourceSpec,
+    safety: SourceSpec,
+    n_general: int,
+    n_safety: list[int],
+    out_dir: Path,
+    *,
+    val_size: int = 0,
+    seed: int = 0,
+    data_dir: Path | None = None,
+    config_hash: str | None = None,
+) -> dict[str, Any]:
+    """Write ``mixture-K.jsonl`` for each K, ``val.jsonl`` when ``val_size > 0``, and ``manifest.json``.
+
+    Args:
+        general: the general instruction source.
+        safety: the safety source.
+        n_general: general examples in every mixture (the same ones in each).
+        n_safety: the K values; mixture-K holds the first K of the safety permutation.
+        out_dir: output directory (created if missing).
+        val_size: validation examples drawn from the general pool before the mixtures.
+        seed: seed of the permutations.
+        data_dir: data directory for catalog sources and the contamination guard.
+        config_hash: hash of the resolved config, recorded in the manifest.
+
+    Returns:
+        The manifest that was written.
+
+    Raises:
+        InputError: a source cannot be read, or holds fewer usable examples than asked for.
+    """
+    guard = ContaminationGuard.from_catalog(data_dir)
+    safety_source = load_instructions(safety, data_dir)
+    general_source = load_instructions(general, data_dir)
+
+    safety_pool = make_pool(safety_source, "safety", seed, guard, frozenset())
+    safety_keys = frozenset(example_key(example) for example in safety_pool.ordered)
+    general_pool = make_pool(general_source, "general", seed, guard, safety_keys)
+    _require(general_pool, val_size + n_general, f"--n-general {n_general} + --val-size {val_size}")
+    _require(safety_pool, max(n_safety), f"--n-safety {max(n_safety)}")
+
+    val_examples = general_pool.ordered[:val_size]
+    general_examples = general_pool.ordered[val_size : val_size + n_general]
+
+    outputs: dict[str, dict[str, Any]] = {}
+    for k in sorted(n_safety):
+        name = f"mixture-{k}.jsonl"
+        rows = _mixture_order(seed, general_examples + safety_pool.ordered[:k])
+        write_jsonl_atomic(out_dir / name, map(Example.model_dump, rows))
+        outputs[name] = {"rows": len(rows), "n_general": n_general, "n_safety": k, "sha256": sha256_file(out_dir / name)}
+        log.info("wrote %s (%d general + %d safety)", out_dir / name, n_general, k)
+    if val_size:
+        write_jsonl_atomic(out_dir / "val.jsonl", map(Example.model_dump, val_examples))
+        outputs["val.jsonl"] = {"rows": val_size, "sha256": sha256_file(out_dir / "val.jsonl")}
+
+    manifest = {
+        "safemix_version": safemix.__version__,
+        "versions": {"python": platform.python_version(), "pydantic": pydantic.VERSION, "pyyaml": yaml.__version__},
+        "config_hash": config_hash,
+        "settings": {"n_general": n_general, "n_safety": sorted(n_safety), "val_size": val_size, "seed": seed},
+        "permutation": "sha256(seed, role, normalised instruction+input), ascending",
+        "sources": {
+            role: {"source": pool.source.label, "file": pool.source.file, "sha256": pool.source.sha256, **pool.counts()}
+            for role, pool in (("general", general_pool), ("safety", safety_pool))
+        },
+        "contamination_guard": {
+            "normalisation": NORMALISATION,
+            "suites_checked": guard.checked,
+            "suites_unavailable": guard.unavailable,
+        },
+        "outputs": outputs,
+    }
+    write_json_atomic(out_dir / "manifest.json", manifest)
+    return manifest
