@@ -114,7 +114,14 @@ def data_build(
     overrides: SetOption = None,
 ) -> None:
     """Build mixture-K.jsonl for every K, val.jsonl and manifest.json into --out."""
-    from safemix.config import apply_overrides, read_config_file, set_key, validate_config, write_resolved_config
+    from safemix.config import (
+        apply_overrides,
+        config_hash,
+        read_config_file,
+        set_key,
+        validate_config,
+        write_resolved_config,
+    )
     from safemix.data.catalog import default_data_dir
     from safemix.data.mixture import build_mixtures
 
@@ -133,12 +140,12 @@ def data_build(
             set_key(raw, dotted.split("."), value)
     experiment = validate_config(apply_overrides(raw, overrides or []), str(config) if config else "command line")
     root = default_data_dir(experiment.data_dir)
-    digest = write_resolved_config(experiment, out)
     d = experiment.data
     manifest = build_mixtures(
         d.general, d.safety, d.n_general, d.n_safety, out, val_size=d.val_size, seed=experiment.seed,
-        data_dir=root, config_hash=digest,
+        data_dir=root, config_hash=config_hash(experiment),
     )
+    write_resolved_config(experiment, out)
     for name, info in manifest["outputs"].items():
         typer.echo(f"{out / name}: {info['rows']} examples")
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from safemix.data.catalog import get_source
 from safemix.data.sources import SourceSpec
 from safemix.errors import InputError, input_error
 from safemix.files import canonical_json, sha256_text, write_text_atomic
@@ -31,6 +32,13 @@ class DataConfig(BaseModel):
     n_general: int = Field(ge=0, description="general examples in every mixture")
     n_safety: list[int] = Field(min_length=1, description="safety examples per mixture, one mixture per value")
     val_size: int = Field(default=0, ge=0, description="validation examples drawn from the general pool")
+
+    @field_validator("general", "safety")
+    @classmethod
+    def _holds_instructions(cls, spec: SourceSpec) -> SourceSpec:
+        if spec.name is not None and get_source(spec.name).kind != "instructions":
+            raise ValueError(f"source {spec.name!r} holds {get_source(spec.name).kind}, not instruction examples")
+        return spec
 
     @field_validator("n_safety")
     @classmethod

@@ -151,6 +151,7 @@ def build_mixtures(
     seed: int = 0,
     data_dir: Path | None = None,
     config_hash: str | None = None,
+    guard: ContaminationGuard | None = None,
 ) -> dict[str, Any]:
     """Write ``mixture-K.jsonl`` for each K, ``val.jsonl`` when ``val_size > 0``, and ``manifest.json``.
 
@@ -164,6 +165,7 @@ def build_mixtures(
         seed: seed of the permutations.
         data_dir: data directory for catalog sources and the contamination guard.
         config_hash: hash of the resolved config, recorded in the manifest.
+        guard: evaluation prompts to keep out of training; default every catalog suite found locally.
 
     Returns:
         The manifest that was written.
@@ -171,7 +173,7 @@ def build_mixtures(
     Raises:
         InputError: a source cannot be read, or holds fewer usable examples than asked for.
     """
-    guard = ContaminationGuard.from_catalog(data_dir)
+    guard = guard or ContaminationGuard.from_catalog(data_dir)
     safety_source = load_instructions(safety, data_dir)
     general_source = load_instructions(general, data_dir)
 

@@ -1,0 +1,5 @@
+"""``python -m safemix`` runs the command line."""
+
+from safemix.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""Experiment config: schema, dotted-path errors, --set overrides, hashing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from safemix.config import ConfigError, apply_overrides, config_hash, load_config, validate_config, write_resolved_config
+from safemix.errors import InputError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+VALID = {"name": "x", "data": {"general": "llamafactory-alpaca-en-demo", "safety": "paper-safety", "n_general": 10, "n_safety": [0, 5]}}
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path) -> None:
+    load_config(path)
+
+
+def test_source_strings_become_specs(tmp_path: Path) -> None:
+    config = validate_config({**VALID, "data": {**VALID["data"], "general": "hf:yahma/alpaca-cleaned@abc", "safety": "local/safety.jsonl"}})
+    assert (config.data.general.hf, config.data.general.revision) == ("yahma/alpaca-cleaned", "abc")
+    assert config.data.safety.path == Path("local/safety.jsonl")
+
+
+def test_every_error_has_a_dotted_path() -> None:
+    raw = {"name": "x", "colour": "red", "data": {"general": "alpaca-cleand", "safety": {"name": "paper-safety", "path": "x.json"},
+                                                  "n_general": -1, "n_safety": [0, -5, 0]}}
+    with pytest.raises(ConfigError) as caught:
+        validate_config(raw, "exp.yaml")
+    assert caught.value.problems == [
+        "data.general: unknown catalog source 'alpaca-cleand'; did you mean alpaca-cleaned, alpaca-eval?",
+        "data.safety: give exactly one of 'name' (catalog), 'path' or 'hf'",
+        "data.n_general: Input should be greater than or equal to 0",
+        "data.n_safety: every value must be >= 0",
+        "colour: Extra inputs are not permitted",
+    ]
+    assert str(caught.value) == (
+        "exp.yaml: data.general: unknown catalog source 'alpaca-cleand'; did you mean alpaca-cleaned, alpaca-eval? "
+        "(and 4 more; run 'safemix validate')"
+    )
+
+
+def test_training_sources_must_hold_instructions() -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_config({**VALID, "data": {**VALID["data"], "safety": "xstest"}})
+    assert caught.value.problems == ["data.safety: source 'xstest' holds prompts, not instruction examples"]
+
+
+def test_overrides_go_through_the_schema() -> None:
+    raw = apply_overrides(VALID, ["data.n_general=7", "data.n_safety=[1, 2]", "seed=3"])
+    config = validate_config(raw)
+    assert (config.data.n_general, config.data.n_safety, config.seed) == (7, [1, 2], 3)
+    assert VALID["data"]["n_general"] == 10  # the input mapping is not changed
+    with pytest.raises(ConfigError, match="data.n_general: Input should be a valid integer"):
+        validate_config(apply_overrides(VALID, ["data.n_general=many"]))
+    with pytest.raises(ConfigError, match="data.typo: Extra inputs are not permitted"):
+        validate_config(apply_overrides(VALID, ["data.typo=1"]))
+
+
+@pytest.mark.parametrize("bad", ["nokey", "=3", "name.x=1"])
+def test_malformed_overrides(bad: str) -> None:
+    with pytest.raises(InputError):
+        apply_overrides(VALID, [bad])
+
+
+def test_yaml_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ndata:\n  n_general: [1, 2\n")
+    with pytest.raises(InputError, match=rf"^{path}: line 4: invalid YAML"):
+        load_config(path)
+    path.write_text("")
+    with pytest.raises(InputError, match="config file is empty"):
+        load_config(path)
+    path.write_text("- a\n- b\n")
+    with pytest.raises(InputError, match="must be a YAML mapping at the top level"):
+        load_config(path)
+
+
+def test_hash_is_stable_and_follows_settings(tmp_path: Path) -> None:
+    config = validate_config(VALID)
+    assert config_hash(config) == config_hash(validate_config(dict(VALID)))
+    assert config_hash(config) != config_hash(validate_config(apply_overrides(VALID, ["seed=1"])))
+    digest = write_resolved_config(config, tmp_path)
+    text = (tmp_path / "config.yaml").read_text()
+    assert text.startswith(f"# resolved safemix config, hash {digest}\n")
+    assert "val_size: 0" in text  # defaults are written out
+    reloaded = load_config(tmp_path / "config.yaml")
+    assert config_hash(reloaded) == digest
