@@ -119,3 +119,10 @@ def test_manifest_records_inputs_outputs_and_settings(tmp_path: Path) -> None:
         assert info["sha256"] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
     assert manifest["sources"]["general"]["sha256"] == hashlib.sha256((GOOD / "general.json").read_bytes()).hexdigest()
     assert manifest["contamination_guard"]["suites_checked"] == {"xstest": 1}
+
+
+def test_sources_with_the_same_label_are_refused(tmp_path: Path) -> None:
+    other = tmp_path / "general.json"
+    other.write_text((GOOD / "general.json").read_text())
+    with pytest.raises(InputError, match="both named 'general'; example ids would collide"):
+        build_mixtures(GENERAL, SourceSpec(path=other), 1, [1], tmp_path / "out", guard=GUARD)

@@ -171,8 +171,11 @@ def build_mixtures(
         The manifest that was written.
 
     Raises:
-        InputError: a source cannot be read, or holds fewer usable examples than asked for.
+        InputError: a source cannot be read, holds fewer usable examples than asked for, or both sources
+            have the same label.
     """
+    if general.label == safety.label:
+        raise InputError(f"the general and safety sources are both named {general.label!r}; example ids would collide")
     guard = guard or ContaminationGuard.from_catalog(data_dir)
     safety_source = load_instructions(safety, data_dir)
     general_source = load_instructions(general, data_dir)
