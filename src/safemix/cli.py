@@ -84,6 +84,18 @@ def data_ls(
         typer.echo(f"{name:30} {source.kind:20} {source.rows:>6}  {'yes' if present else 'no':6} {source.license}")
 
 
+@data_app.command("show")
+def data_show(name: Annotated[str, typer.Argument(help="Catalog source name.")], data_dir: DataDirOption = None) -> None:
+    """Show one source: description, origin, sha256, license, rows, and the local copy if there is one."""
+    from safemix.data.catalog import default_data_dir, get_source, local_path
+
+    source = get_source(name)
+    for key, value in source.model_dump(exclude={"origin"}, exclude_defaults=True).items():
+        typer.echo(f"{key}: {value}")
+    typer.echo(f"origin: {source.origin.download_url}")
+    typer.echo(f"local: {local_path(source, default_data_dir(data_dir)) or 'not present'}")
+
+
 @data_app.command("fetch")
 def data_fetch(
     names: Annotated[list[str], typer.Argument(help="Catalog source names ('all' for every one).")],

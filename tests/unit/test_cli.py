@@ -145,3 +145,12 @@ def test_fetch_present_source_prints_its_local_path(data_dir: Path) -> None:
     result = run_cli("data", "fetch", "paper-safety", env={"SAFEMIX_DATA_DIR": str(data_dir)})
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"paper-safety: {data_dir / 'safety-tuned-llamas/training/safety_only_data_Instructions.json'}\n"
+
+
+def test_data_show_gives_origin_checksum_and_local_copy(data_dir: Path) -> None:
+    result = run_cli("data", "show", "xstest", "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert lines["kind"] == "prompts" and lines["rows"] == "450"
+    assert lines["origin"].startswith("https://raw.githubusercontent.com/paul-rottger/exaggerated-safety/")
+    assert lines["local"] == str(data_dir / "xstest" / "xstest_prompts.csv")
