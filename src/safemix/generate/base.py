@@ -1,0 +1,57 @@
+"""The generator interface that every backend implements, and small helpers they share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+from safemix.records import FinishReason, Generation, Prompt
+
+T = TypeVar("T")
+
+
+class Generator(ABC):
+    """Answers prompts with one model and fixed decoding settings.
+
+    Backends implement :meth:`iter_batches`, which yields answers as each batch finishes (so the caller can
+    append them to disk at once); over the whole iteration every prompt is answered exactly once.
+    """
+
+    @abstractmethod
+    def iter_batches(self, prompts: Sequence[Prompt]) -> Iterator[list[Generation]]:
+        """Yield the answers to ``prompts`` batch by batch, in any order."""
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[Generation]:
+        """Return exactly one answer per prompt, in the order of ``prompts``."""
+        by_id = {generation.id: generation for batch in self.iter_batches(prompts) for generation in batch}
+        return [by_id[prompt.id] for prompt in prompts]
+
+    def close(self) -> None:
+        """Release what the backend holds (threads, GPU memory); the default holds nothing."""
+
+
+def record_prompt(prompt: Prompt) -> str:
+    """The prompt text written into a generation record: the instruction, then its input after a blank line."""
+    return f"{prompt.prompt}\n\n{prompt.input}" if prompt.input else prompt.prompt
+
+
+def make_generation(prompt: Prompt, response: str, finish_reason: FinishReason, n_new_tokens: int) -> Generation:
+    """Build the record of one answer to ``prompt``."""
+    if prompt.category is None:
+        raise ValueError(f"prompt {prompt.id} has no category")
+    return Generation(
+        id=prompt.id,
+        suite=prompt.suite,
+        category=prompt.category,
+        prompt=record_prompt(prompt),
+        response=response,
+        finish_reason=finish_reason,
+        n_new_tokens=n_new_tokens,
+    )
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of ``items`` holding ``size`` items (the last may hold fewer)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

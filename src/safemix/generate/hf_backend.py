@@ -1,0 +1,110 @@
+"""Batched generation with Hugging Face transformers (CPU or GPU), optionally with a LoRA adapter.
+
+Prompts are rendered with the template the adapter was trained with, tokenised once, sorted by length (longest
+first, so a batch that does not fit in memory fails at once) and cut into batches that need little padding.
+Each batch is padded on the left with an attention mask and decoded with the KV cache until EOS or
+``max_new_tokens``. With greedy decoding a prompt gets the same answer in any batch (a test checks it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from safemix.generate.base import Generator, chunks, make_generation
+from safemix.generate.config import DecodingConfig
+from safemix.models import Dtype, load_model_and_tokenizer
+from safemix.prompts import PromptTemplate, TemplateName, get_template
+from safemix.records import Generation, Prompt
+
+log = logging.getLogger(__name__)
+
+
+class HFGenerator(Generator):
+    """Generates with a transformers causal LM (a ``PeftModel`` when an adapter is loaded).
+
+    Args:
+        model: the model, in eval mode with ``use_cache=True``.
+        tokenizer: its tokenizer, with a pad token.
+        template: renders each prompt into the model's input text.
+        decoding: decoding settings.
+        batch_size: prompts per ``generate`` call.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, template: PromptTemplate, decoding: DecodingConfig,
+                 batch_size: int) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.decoding = decoding
+        self.batch_size = batch_size
+        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        self.generation_config = self._generation_config()
+
+    @classmethod
+    def load(cls, base_model: str, adapter: Path | None, template_name: TemplateName, decoding: DecodingConfig,
+             batch_size: int, *, dtype: Dtype = "float32", device: str = "cpu") -> HFGenerator:
+        """Load the base model (and adapter) and build a generator on it."""
+        model, tokenizer = load_model_and_tokenizer(base_model, adapter, dtype=dtype, device=device)
+        return cls(model, tokenizer, get_template(template_name, tokenizer), decoding, batch_size)
+
+    def iter_batches(self, prompts: Sequence[Prompt]) -> Iterator[list[Generation]]:
+        """Yield answers batch by batch, longest prompts first."""
+        add_special = self.template.add_special_tokens
+        token_ids = [
+            self.tokenizer(self.template.prompt(prompt.prompt, prompt.input), add_special_tokens=add_special)["input_ids"]
+            for prompt in prompts
+        ]
+        order = sorted(range(len(prompts)), key=lambda index: (-len(token_ids[index]), index))
+        for batch in chunks(order, self.batch_size):
+            yield self._generate_batch([prompts[index] for index in batch], [token_ids[index] for index in batch])
+
+    def _generate_batch(self, prompts: list[Prompt], token_ids: list[list[int]]) -> list[Generation]:
+        import torch
+
+        width = max(len(ids) for ids in token_ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in token_ids], device=self.model.device)
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in token_ids],
+                                      device=self.model.device)
+        if self.decoding.do_sample:
+            torch.manual_seed(self.decoding.seed)
+        with torch.inference_mode():
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                         generation_config=self.generation_config)
+        return [self._record(prompt, row[width:].tolist()) for prompt, row in zip(prompts, output, strict=True)]
+
+    def _record(self, prompt: Prompt, new_tokens: list[int]) -> Generation:
+        stop = next((index for index, token in enumerate(new_tokens) if token in self.eos_token_ids), None)
+        answer = new_tokens if stop is None else new_tokens[:stop]
+        response = self.tokenizer.decode(answer, skip_special_tokens=True).strip()
+        return make_generation(prompt, response, "length" if stop is None else "stop", len(answer))
+
+    def _generation_config(self) -> Any:
+        from transformers import GenerationConfig
+
+        decoding = self.decoding
+        sampling = {"temperature": decoding.temperature, "top_p": decoding.top_p, "top_k": decoding.top_k}
+        # do_sample, beams and limits are always set, so the model's generation_config.json (which may ask for
+        # sampling) cannot change the decoding; its sampling knobs are ignored unless do_sample is on.
+        return GenerationConfig(
+            max_new_tokens=decoding.max_new_tokens,
+            num_beams=decoding.num_beams,
+            do_sample=decoding.do_sample,
+            repetition_penalty=decoding.repetition_penalty,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(self.eos_token_ids),
+            use_cache=True,
+            **(sampling if decoding.do_sample else {}),
+        )
+
+
+def _eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The tokenizer's EOS and every EOS the model's generation config names (chat models often list several)."""
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

@@ -1,0 +1,149 @@
+"""Answers from any OpenAI-compatible chat endpoint (a hosted API, or a vLLM or llama.cpp server).
+
+Requests run ``concurrency`` at a time. A request that meets a 408, 409, 429 or 5xx status, a timeout or a
+dropped connection is retried with exponential backoff (the server's ``Retry-After`` wins when it gives one);
+any other error, or a request still failing after ``max_retries`` retries, stops the run (answers already
+written are kept, so the same command resumes). The key is read from the environment variable named by
+``api_key_env`` and never written to logs or files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from safemix.errors import InputError
+from safemix.generate.base import Generator, make_generation, record_prompt
+from safemix.generate.config import DecodingConfig, OpenAIConfig
+from safemix.records import FinishReason, Generation, Prompt
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUSES = {408, 409, 429}
+_NO_KEY = "no-key"  # servers without authentication still need some bearer value from the client
+
+
+def read_api_key(settings: OpenAIConfig) -> str:
+    """The API key from the environment; a placeholder when ``api_key_env`` is empty.
+
+    Raises:
+        InputError: the named variable is not set.
+    """
+    if not settings.api_key_env:
+        return _NO_KEY
+    key = os.environ.get(settings.api_key_env)
+    if not key:
+        raise InputError(f"generate.openai.api_key_env: environment variable {settings.api_key_env} is not set "
+                         "(set it, or set api_key_env to '' for a server without a key)")
+    return key
+
+
+class OpenAIGenerator(Generator):
+    """Generates through the chat completions endpoint of ``settings.base_url``, one request per prompt.
+
+    The server applies its own chat template; the prompt (instruction, then input after a blank line) is the
+    single user message. Greedy decoding is sent as temperature 0 with the seed; beam search is not available.
+    """
+
+    def __init__(self, model: str, decoding: DecodingConfig, settings: OpenAIConfig) -> None:
+        import openai  # imported here: only this backend needs it
+
+        if decoding.num_beams != 1:
+            raise InputError(f"decoding.num_beams: the openai backend cannot run beam search (got {decoding.num_beams}); "
+                             "use --preset greedy or --num-beams 1")
+        self.model = model
+        self.decoding = decoding
+        self.settings = settings
+        self._openai = openai
+        self._client = openai.OpenAI(api_key=read_api_key(settings), base_url=settings.base_url,
+                                     timeout=settings.timeout_s, max_retries=0)
+        self._warned_finish: set[str] = set()
+
+    def iter_batches(self, prompts: Sequence[Prompt]) -> Iterator[list[Generation]]:
+        """Yield each answer as its request finishes, keeping ``concurrency`` requests in flight."""
+        pool = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="safemix-openai")
+        try:
+            pending: set[Future[Generation]] = {pool.submit(self._answer, prompt) for prompt in prompts}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield [future.result() for future in finished]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    def _answer(self, prompt: Prompt) -> Generation:
+        response = self._request_with_retries(prompt)
+        choice = response.choices[0]
+        if response.usage is None:
+            raise RuntimeError(f"{self.settings.base_url}: the server returned no token usage for {prompt.id}")
+        return make_generation(prompt, choice.message.content or "", self._finish_reason(choice.finish_reason),
+                               response.usage.completion_tokens)
+
+    def _request_with_retries(self, prompt: Prompt) -> Any:
+        for attempt in range(self.settings.max_retries + 1):
+            try:
+                return self._client.chat.completions.create(**self._request(prompt))
+            except self._openai.APIError as err:
+                if attempt == self.settings.max_retries or not self._retryable(err):
+                    raise
+                delay = self._delay(attempt, err)
+                log.warning("%s: %s; retry %d/%d in %.1f s", prompt.id, _describe(err), attempt + 1,
+                            self.settings.max_retries, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _request(self, prompt: Prompt) -> dict[str, Any]:
+        decoding = self.decoding
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": record_prompt(prompt)}],
+            "max_tokens": decoding.max_new_tokens,
+            "seed": decoding.seed,
+            "temperature": decoding.temperature if decoding.do_sample else 0.0,
+        }
+        if decoding.do_sample:
+            request["top_p"] = decoding.top_p
+        extra = {}  # not in the OpenAI API, but vLLM and llama.cpp servers read them
+        if decoding.do_sample and decoding.top_k:
+            extra["top_k"] = decoding.top_k
+        if decoding.repetition_penalty != 1.0:
+            extra["repetition_penalty"] = decoding.repetition_penalty
+        if extra:
+            request["extra_body"] = extra
+        return request
+
+    def _retryable(self, err: Exception) -> bool:
+        if isinstance(err, self._openai.APIStatusError):
+            return err.status_code in _RETRY_STATUSES or err.status_code >= 500
+        return isinstance(err, (self._openai.APITimeoutError, self._openai.APIConnectionError))
+
+    def _delay(self, attempt: int, err: Exception) -> float:
+        delay = self.settings.backoff_s * 2**attempt
+        response = getattr(err, "response", None)
+        retry_after = response.headers.get("retry-after") if response is not None else None
+        if retry_after is not None:
+            try:
+                delay = float(retry_after)
+            except ValueError:
+                pass  # an HTTP date instead of seconds: keep the exponential delay
+        return min(delay, self.settings.max_backoff_s)
+
+    def _finish_reason(self, reason: str | None) -> FinishReason:
+        if reason == "length":
+            return "length"
+        if reason not in ("stop", None) and reason not in self._warned_finish:
+            self._warned_finish.add(reason)
+            log.warning("the server ended an answer with finish_reason %r; recorded as 'stop'", reason)
+        return "stop"
+
+
+def _describe(err: Exception) -> str:
+    status = getattr(err, "status_code", None)
+    return f"HTTP {status}" if status is not None else type(err).__name__
