@@ -1,0 +1,81 @@
+"""Scorers: named plug-ins that judge responses, loaded lazily so that listing them imports no torch.
+
+``safemix scorers`` prints this registry; ``safemix score --scorer NAME`` builds one with its settings.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from difflib import get_close_matches
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from safemix.errors import InputError
+from safemix.scoring.base import Judgement, Scorer, ScorerSettings
+
+__all__ = ["SCORERS", "Judgement", "Scorer", "ScorerInfo", "ScorerSettings", "build_scorer", "get_scorer_info"]
+
+Network = Literal["offline", "optional", "required"]
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    """A registry entry: where the scorer class lives and what it needs."""
+
+    name: str
+    target: str
+    network: Network
+    description: str
+
+    def scorer_class(self) -> Any:
+        """Import and return the scorer class (``module:Class``)."""
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+SCORERS: dict[str, ScorerInfo] = {
+    info.name: info
+    for info in (
+        ScorerInfo("refusal-strmatch", "safemix.scoring.strmatch:StringMatchRefusal", "offline",
+                   "XSTest's prefix rule: full_refusal / full_compliance (the baseline)"),
+        ScorerInfo("refusal-judge", "safemix.scoring.judge:RefusalJudge", "offline",
+                   "learned refusal classifier on MiniLM embeddings (CPU): full_compliance / full_refusal / "
+                   "partial_refusal, value = P(refusal)"),
+        ScorerInfo("harmfulness-rm", "safemix.scoring.harmfulness:HarmfulnessRewardModel", "optional",
+                   "the paper's absolute harmfulness predictor (HF sequence-classification regressor; "
+                   "needs the network unless the model is local)"),
+        ScorerInfo("moderation", "safemix.scoring.moderation:OpenAIModeration", "required",
+                   "OpenAI moderation API (needs OPENAI_API_KEY): flagged, category scores, value = max score"),
+        ScorerInfo("llm-judge", "safemix.scoring.llm_judge:LLMJudge", "optional",
+                   "a language model as judge (local HF model, or an OpenAI-compatible endpoint): "
+                   "templates xstest, llama-guard-3, harmbench"),
+    )
+}
+
+
+def get_scorer_info(name: str) -> ScorerInfo:
+    """Look up a scorer by name; an unknown name is an input error that suggests close ones."""
+    if name in SCORERS:
+        return SCORERS[name]
+    close = get_close_matches(name, SCORERS, n=2)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise InputError(f"unknown scorer {name!r}{hint} (known: {', '.join(SCORERS)})")
+
+
+def build_scorer(name: str, settings: Mapping[str, Any] | None = None) -> Scorer:
+    """Validate ``settings`` against the scorer's settings model and construct the scorer.
+
+    Raises:
+        InputError: unknown scorer, an unknown or invalid setting, or a missing requirement (an API key).
+    """
+    cls = get_scorer_info(name).scorer_class()
+    try:
+        validated = cls.settings_model.model_validate(dict(settings or {}))
+    except ValidationError as err:
+        problem = err.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "settings"
+        raise InputError(f"scorer {name!r}: setting {where}: {problem['msg'].removeprefix('Value error, ')}") from None
+    return cls(validated)
