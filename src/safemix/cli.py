@@ -29,6 +29,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Data: the source catalog, fetching, and building training mixtures.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+judge_app = typer.Typer(help="The learned refusal judge: train its head.", no_args_is_help=True)
+app.add_typer(judge_app, name="judge")
+model_app = typer.Typer(help="Models: the tiny test model and built-in offline models.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config key: --set data.n_general=900 (repeatable).")
@@ -161,6 +165,272 @@ def data_build(
     for name, info in manifest["outputs"].items():
         typer.echo(f"{out / name}: {info['rows']} examples")
 
+
+@model_app.command("tiny")
+def model_tiny(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the model into (replaced).")],
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Build a tiny random Llama with a BPE tokenizer and a chat template, offline, in seconds."""
+    from safemix.models import build_tiny_model
+
+    typer.echo(str(build_tiny_model(out, seed=seed)))
+
+
+@model_app.command("prepare")
+def model_prepare(
+    name: Annotated[str, typer.Argument(help="Built-in model name: smollm2-135m-instruct.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Directory (default $SAFEMIX_MODELS_DIR/NAME).")] = None,
+) -> None:
+    """Convert a built-in offline model into a transformers checkpoint once; later runs reuse it."""
+    from safemix.models import BUILTIN_MODELS, prepare_smollm2
+
+    if name not in BUILTIN_MODELS:
+        raise InputError(f"model {name!r}: not a built-in model (built-in: {', '.join(BUILTIN_MODELS)})")
+    typer.echo(str(prepare_smollm2(out)))
+
+
+@app.command("suites")
+def suites_ls(data_dir: DataDirOption = None) -> None:
+    """List the built-in evaluation suites: prompts (after deduplication) by category, duplicates dropped."""
+    from safemix.data.catalog import default_data_dir
+    from safemix.data.suites import PAPER_NAMES, builtin_suite_names, load_suite, suite_description
+
+    root = default_data_dir(data_dir)
+    typer.echo(f"{'name':26} {'paper name':24} {'prompts':>7} {'dropped':>7}  {'categories':26} description")
+    for name in builtin_suite_names():
+        try:
+            suite = load_suite(name, root, download=False)
+        except InputError:
+            counts, size, dropped = "(not local: safemix data fetch)", "-", "-"
+        else:
+            counts = ", ".join(f"{category} {n}" for category, n in suite.category_counts().items())
+            size, dropped = str(len(suite.prompts)), str(len(suite.duplicate_ids))
+        typer.echo(f"{name:26} {PAPER_NAMES.get(name, '-'):24} {size:>7} {dropped:>7}  {counts:26} "
+                   f"{suite_description(name)}")
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", help="Output directory: <suite>.jsonl per suite and manifest.json.")],
+    base_model: Annotated[str | None, typer.Option("--base-model", help="Model dir, built-in name, HF id, or served model name.")] = None,
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="LoRA adapter dir written by 'safemix train'.")] = None,
+    suite: Annotated[list[str] | None, typer.Option("--suite", help="Suite name ('safemix suites') or prompt file; repeatable.")] = None,
+    suite_category: Annotated[str | None, typer.Option("--suite-category", help="Category of prompt-file suites: harmful, safe or general.")] = None,
+    suite_columns: Annotated[str | None, typer.Option("--suite-columns", help="Columns of prompt-file suites, e.g. prompt=question,id=qid.")] = None,
+    backend: Annotated[str | None, typer.Option(help="hf (default), vllm, openai or fake.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Decoding preset: greedy (default) or paper (4 beams, 128 tokens).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Override the preset's new-token limit.")] = None,
+    num_beams: Annotated[int | None, typer.Option("--num-beams", help="Override the preset's number of beams.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Prompts per batch (default 16).")] = None,
+    template: Annotated[str | None, typer.Option(help="alpaca or chat; default: the adapter's, else alpaca.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 (default; CPU), bfloat16 or float16 (GPU).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu (default), cuda or cuda:N.")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="openai backend: the API root, e.g. http://127.0.0.1:8000/v1.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="openai backend: requests in flight at once.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Experiment YAML with a 'generate' section.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run in --out that has other settings.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and errors only (for logs).")] = False,
+    data_dir: DataDirOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Answer every prompt of the chosen suites; resumes an interrupted run in the same --out."""
+    from safemix.data.catalog import default_data_dir
+    from safemix.generate.command import load_generate_command, suite_entries
+    from safemix.generate.runner import generate_suites
+
+    if quiet:
+        logging.getLogger("safemix").setLevel(logging.WARNING)
+    flags = {
+        "generate.base_model": base_model,
+        "generate.adapter": str(adapter) if adapter else None,
+        "generate.suites": suite_entries(suite, suite_category, suite_columns) if suite else None,
+        "generate.backend": backend,
+        "generate.preset": preset,
+        "generate.decoding.max_new_tokens": max_new_tokens,
+        "generate.decoding.num_beams": num_beams,
+        "generate.batch_size": batch_size,
+        "generate.template": template,
+        "generate.dtype": dtype,
+        "generate.device": device,
+        "generate.openai.base_url": base_url,
+        "generate.openai.concurrency": concurrency,
+        "data_dir": str(data_dir) if data_dir else None,
+    }
+    command = load_generate_command(config, flags, overrides or [])
+    manifest = generate_suites(command.generate, out, data_dir=default_data_dir(command.data_dir), overwrite=overwrite)
+    for spec in command.generate.suites:
+        entry = manifest["suites"][spec.label]
+        typer.echo(f"{out / entry['file']}: {entry['n_prompts']} answers")
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Output directory: adapter/, train_log.json, loss.png, config.")],
+    base_model: Annotated[str | None, typer.Option("--base-model", help="Model dir, built-in name (smollm2-135m-instruct) or HF id.")] = None,
+    train_file: Annotated[Path | None, typer.Option("--train", help="mixture-K.jsonl from 'safemix data build'.")] = None,
+    val_file: Annotated[Path | None, typer.Option("--val", help="val.jsonl from 'safemix data build'.")] = None,
+    template: Annotated[str | None, typer.Option(help="alpaca (paper, default) or chat (the tokenizer's chat template).")] = None,
+    train_on_inputs: Annotated[bool | None, typer.Option("--train-on-inputs/--no-train-on-inputs", help="Loss on prompt and answer (paper, default) or on the answer only.")] = None,
+    cutoff_len: Annotated[int | None, typer.Option("--cutoff-len", help="Longest sequence in tokens (default 256).")] = None,
+    lora_r: Annotated[int | None, typer.Option("--lora-r", help="LoRA rank (default 8).")] = None,
+    lora_alpha: Annotated[int | None, typer.Option("--lora-alpha", help="LoRA alpha (default 16).")] = None,
+    lora_dropout: Annotated[float | None, typer.Option("--lora-dropout", help="LoRA dropout (default 0.05).")] = None,
+    lora_target_modules: Annotated[str | None, typer.Option("--lora-target-modules", help="Comma-separated module names (default q_proj,v_proj).")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", help="Peak learning rate (default 3e-4).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Examples per optimizer step, all processes (default 128).")] = None,
+    micro_batch_size: Annotated[int | None, typer.Option("--micro-batch-size", help="Examples per forward pass (default 4).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the mixture (default 3).")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps; overrides --epochs.")] = None,
+    eval_steps: Annotated[int | None, typer.Option("--eval-steps", help="Validate and checkpoint every N steps (default 200).")] = None,
+    warmup_steps: Annotated[int | None, typer.Option("--warmup-steps", help="Linear warm-up steps (default 100).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the batch order, LoRA init and dropout.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 (default; CPU), bfloat16 or float16 (CUDA).")] = None,
+    load_in_4bit: Annotated[bool | None, typer.Option("--load-in-4bit", help="QLoRA: base in 4-bit NF4 (CUDA, bitsandbytes).")] = None,
+    load_in_8bit: Annotated[bool | None, typer.Option("--load-in-8bit", help="Base in 8-bit (CUDA, bitsandbytes).")] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option("--gradient-checkpointing", help="Save activation memory.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Experiment YAML with a 'train' section.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and errors only (for logs).")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Fine-tune a causal LM with LoRA on a mixture; keep the best step by validation loss; resume after a crash."""
+    from safemix.train.config import load_train_config
+    from safemix.train.recipe import train as run_training
+
+    if quiet:
+        logging.getLogger("safemix").setLevel(logging.WARNING)
+    flags = {
+        "train.base_model": base_model,
+        "train.train_file": str(train_file) if train_file else None,
+        "train.val_file": str(val_file) if val_file else None,
+        "train.template": template,
+        "train.train_on_inputs": train_on_inputs,
+        "train.cutoff_len": cutoff_len,
+        "train.lora.r": lora_r,
+        "train.lora.alpha": lora_alpha,
+        "train.lora.dropout": lora_dropout,
+        "train.lora.target_modules": lora_target_modules.split(",") if lora_target_modules else None,
+        "train.learning_rate": learning_rate,
+        "train.batch_size": batch_size,
+        "train.micro_batch_size": micro_batch_size,
+        "train.epochs": epochs,
+        "train.max_steps": max_steps,
+        "train.eval_steps": eval_steps,
+        "train.warmup_steps": warmup_steps,
+        "train.seed": seed,
+        "train.dtype": dtype,
+        "train.load_in_4bit": load_in_4bit,
+        "train.load_in_8bit": load_in_8bit,
+        "train.gradient_checkpointing": gradient_checkpointing,
+    }
+    result = run_training(load_train_config(config, flags, overrides or []), out)
+    typer.echo(f"{result.adapter_dir}: best step {result.log['best_step']}, validation loss {result.log['best_val_loss']:.4f}")
+
+
+@app.command()
+def export(
+    base_model: Annotated[str, typer.Option("--base-model", help="The base the adapter was trained on.")],
+    adapter: Annotated[Path, typer.Option("--adapter", help="Adapter dir (or the training --out dir).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the merged model (replaced).")],
+) -> None:
+    """Merge a LoRA adapter into its base model: a standalone checkpoint that loads without peft."""
+    from safemix.train.export import export_merged
+
+    typer.echo(str(export_merged(base_model, adapter, out)))
+
+
+@app.command("scorers")
+def scorers_ls() -> None:
+    """List the scorers, whether they need the network, and what they judge."""
+    from safemix.scoring import SCORERS
+
+    typer.echo(f"{'name':18} {'network':9} description")
+    for info in SCORERS.values():
+        typer.echo(f"{info.name:18} {info.network:9} {info.description}")
+
+
+@app.command()
+def score(
+    scorer: Annotated[str, typer.Option("--scorer", help="Scorer name ('safemix scorers').")],
+    input_path: Annotated[Path, typer.Option("--input", help="Generations directory, or a JSONL / JSON / CSV file.")],
+    out: Annotated[Path, typer.Option("--out", help="Scores JSONL to write (manifest: OUT stem + .manifest.json).")],
+    prompt_column: Annotated[str, typer.Option("--prompt-column", help="Column holding the prompt.")] = "prompt",
+    response_column: Annotated[str, typer.Option("--response-column", help="Column holding the response.")] = "response",
+    id_column: Annotated[str | None, typer.Option("--id-column", help="Column holding the id (default 'id', else row numbers).")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="File of prompts pairing by position with --input's responses.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="The scorer's model: HF id, local dir, or API model name.")] = None,
+    setup: Annotated[str | None, typer.Option("--setup", help="harmfulness-rm: redteam (default) or redteam-osst.")] = None,
+    template: Annotated[str | None, typer.Option("--template", help="llm-judge: xstest, llama-guard-3 or harmbench.")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="moderation / llm-judge: API root (OpenAI-compatible).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Items per forward pass (local models).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, or auto (local models).")] = None,
+    generations_model: Annotated[str | None, typer.Option("--generations-model", help="Name of the model that wrote the responses (metrics group by it; default from the generations manifest or folder).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Score cache (default $SAFEMIX_SCORE_CACHE or ~/.cache/safemix/scores).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the score cache.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="Experiment YAML whose 'scoring' section gives the scorer's settings.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and errors only.")] = False,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Set a scorer setting: --set max_tokens=256 (repeatable).")] = None,
+) -> None:
+    """Judge every response of --input with one scorer; cached judgements are reused, so reruns score only new items."""
+    from safemix.config import load_config, parse_override
+    from safemix.scoring.cache import default_cache_root
+    from safemix.scoring.inputs import Columns
+    from safemix.scoring.run import manifest_path, score_file
+
+    if quiet:
+        logging.getLogger("safemix").setLevel(logging.WARNING)
+    settings: dict[str, Any] = {}
+    if config is not None:
+        scoring = load_config(config).scoring
+        settings.update(scoring.settings_for(scorer) if scoring else {})
+        cache_dir = cache_dir or (scoring.cache_dir if scoring else None)
+    flags = {"model": model, "setup": setup, "template": template, "base_url": base_url, "batch_size": batch_size, "device": device}
+    settings.update({key: value for key, value in flags.items() if value is not None})
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        settings[".".join(keys)] = value
+    columns = Columns(prompt=prompt_column, response=response_column, id=id_column or "id", id_given=id_column is not None)
+    manifest = score_file(scorer, settings, input_path, out, columns=columns, prompts_path=prompts, model=generations_model,
+                          cache_dir=None if no_cache else cache_dir or default_cache_root())
+    counts = manifest["counts"]
+    typer.echo(f"{out}: {counts['items']} items, {counts['scored']} scored, {counts['unscored']} unscored "
+               f"(manifest {manifest_path(out)})")
+
+
+@judge_app.command("train")
+def judge_train(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the head (.safetensors) and its data card (.json).")],
+    data_dir: DataDirOption = None,
+    no_extra: Annotated[bool, typer.Option("--no-extra", help="Train on XSTest's human labels only.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the head's initialisation.")] = 0,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Embedding cache (default $SAFEMIX_SCORE_CACHE/embeddings).")] = None,
+) -> None:
+    """Train the refusal-judge head: leave-one-model-out on XSTest first, then on all data; print the table."""
+    from safemix.data.catalog import default_data_dir
+    from safemix.scoring.cache import default_cache_root
+    from safemix.scoring.judge import HeadTraining, train_judge
+
+    card = train_judge(default_data_dir(data_dir), out, cache_dir=cache_dir or default_cache_root() / "embeddings",
+                       extra=not no_extra, training=HeadTraining(seed=seed))
+    typer.echo(f"{out}: head trained on {card['n_examples']} examples")
+    for row in card["leave_one_model_out"]:
+        typer.echo(f"held out {row['held_out']:10} binary agreement {row['binary_agreement']:.4f} "
+                   f"(string match {row['strmatch_binary_agreement']:.4f}), 3-class {row['three_class_agreement']:.4f}")
+
+
+@app.command()
+def metrics(
+    paths: Annotated[list[Path], typer.Argument(help="Score files, or run directories holding them.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Directory for metrics.csv and metrics.json.")] = None,
+) -> None:
+    """Rates with Wilson 95% intervals and means per (model, suite, category, scorer), with scored/unscored counts."""
+    from safemix.metrics import compute_metrics, read_scores, rows_to_csv, write_metrics
+
+    rows = compute_metrics(read_scores(paths))
+    if out is not None:
+        for path in write_metrics(rows, out):
+            typer.echo(f"wrote {path}", err=True)
+    typer.echo(rows_to_csv(rows), nl=False)
 
 def parse_k_list(text: str) -> list[int]:
     """Parse ``--n-safety`` ("0,100,300") into distinct non-negative integers, or raise an input error."""

@@ -18,6 +18,9 @@ from safemix.data.catalog import get_source
 from safemix.data.sources import SourceSpec
 from safemix.errors import InputError, input_error
 from safemix.files import canonical_json, sha256_text, write_text_atomic
+from safemix.train.config import TrainConfig
+from safemix.generate.config import GenerateConfig
+from safemix.scoring.config import ScoringConfig
 
 CONFIG_HASH_CHARS = 12
 
@@ -59,6 +62,9 @@ class ExperimentConfig(BaseModel):
     seed: int = 0
     data_dir: Path | None = Field(default=None, description="local data mirror; default $SAFEMIX_DATA_DIR or ../shared/data")
     data: DataConfig
+    train: TrainConfig | None = Field(default=None, description="LoRA fine-tuning settings (safemix train)")
+    generate: GenerateConfig | None = Field(default=None, description="answering evaluation suites (safemix generate)")
+    scoring: ScoringConfig | None = Field(default=None, description="judging generations (safemix score)")
 
 
 def format_validation_error(err: ValidationError) -> list[str]:
