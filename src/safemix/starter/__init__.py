@@ -1,0 +1,1 @@
+"""Starter data shipped for the offline quickstart: see README.md in this folder (the data card)."""
