@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import platform
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -22,14 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pydantic
-import yaml
-
 import safemix
-from safemix.data.sources import LoadedSource, SourceSpec, evaluation_suite_names, load_catalog_prompts, load_instructions
+from safemix.data.sources import (
+    LoadedSource,
+    SourceSpec,
+    evaluation_suite_names,
+    load_catalog_prompts,
+    load_instructions,
+)
 from safemix.errors import InputError
 from safemix.files import sha256_file, write_json_atomic, write_jsonl_atomic
 from safemix.records import Example, ExampleCategory, Instruction
+from safemix.versions import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +205,7 @@ def build_mixtures(
 
     manifest = {
         "safemix_version": safemix.__version__,
-        "versions": {"python": platform.python_version(), "pydantic": pydantic.VERSION, "pyyaml": yaml.__version__},
+        "versions": package_versions(("pydantic", "pyyaml")),
         "config_hash": config_hash,
         "settings": {"n_general": n_general, "n_safety": sorted(n_safety), "val_size": val_size, "seed": seed},
         "permutation": "sha256(seed, role, normalised instruction+input), ascending",

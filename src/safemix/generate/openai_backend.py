@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -20,6 +19,7 @@ from safemix.errors import InputError
 from safemix.generate.base import Generator, make_generation, record_prompt
 from safemix.generate.config import DecodingConfig, OpenAIConfig
 from safemix.records import FinishReason, Generation, Prompt
+from safemix.retry import call_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +87,15 @@ class OpenAIGenerator(Generator):
                                response.usage.completion_tokens)
 
     def _request_with_retries(self, prompt: Prompt) -> Any:
-        for attempt in range(self.settings.max_retries + 1):
-            try:
-                return self._client.chat.completions.create(**self._request(prompt))
-            except self._openai.APIError as err:
-                if attempt == self.settings.max_retries or not self._retryable(err):
-                    raise
-                delay = self._delay(attempt, err)
-                log.warning("%s: %s; retry %d/%d in %.1f s", prompt.id, _describe(err), attempt + 1,
-                            self.settings.max_retries, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        return call_with_retries(
+            lambda: self._client.chat.completions.create(**self._request(prompt)),
+            retryable=self._retryable,
+            max_retries=self.settings.max_retries,
+            backoff_s=self.settings.backoff_s,
+            max_backoff_s=self.settings.max_backoff_s,
+            retry_after_s=_retry_after_s,
+            what=prompt.id,
+        )
 
     def _request(self, prompt: Prompt) -> dict[str, Any]:
         decoding = self.decoding
@@ -124,17 +122,6 @@ class OpenAIGenerator(Generator):
             return err.status_code in _RETRY_STATUSES or err.status_code >= 500
         return isinstance(err, (self._openai.APITimeoutError, self._openai.APIConnectionError))
 
-    def _delay(self, attempt: int, err: Exception) -> float:
-        delay = self.settings.backoff_s * 2**attempt
-        response = getattr(err, "response", None)
-        retry_after = response.headers.get("retry-after") if response is not None else None
-        if retry_after is not None:
-            try:
-                delay = float(retry_after)
-            except ValueError:
-                pass  # an HTTP date instead of seconds: keep the exponential delay
-        return min(delay, self.settings.max_backoff_s)
-
     def _finish_reason(self, reason: str | None) -> FinishReason:
         if reason == "length":
             return "length"
@@ -144,6 +131,11 @@ class OpenAIGenerator(Generator):
         return "stop"
 
 
-def _describe(err: Exception) -> str:
-    status = getattr(err, "status_code", None)
-    return f"HTTP {status}" if status is not None else type(err).__name__
+def _retry_after_s(err: Exception) -> float | None:
+    """The delay a server asks for in ``Retry-After`` (seconds), if any; an HTTP date is ignored."""
+    response = getattr(err, "response", None)
+    retry_after = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(retry_after) if retry_after is not None else None
+    except ValueError:
+        return None

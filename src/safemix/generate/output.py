@@ -19,7 +19,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from safemix.data.suites import Suite
-from safemix.errors import InputError, input_error
+from safemix.errors import input_error
 from safemix.files import write_json_atomic, write_jsonl_atomic
 from safemix.records import Generation
 

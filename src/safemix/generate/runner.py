@@ -8,9 +8,7 @@ finish; rewrites each finished suite in suite order; and records everything in `
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -32,6 +30,7 @@ from safemix.generate.output import (
 from safemix.progress import progress_bar
 from safemix.prompts import TemplateName
 from safemix.records import Generation, Prompt
+from safemix.versions import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,12 @@ def run_settings(config: GenerateConfig, decoding: DecodingConfig) -> dict[str, 
 
 
 def _local_model_settings(config: GenerateConfig, base_model: str) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
-    from safemix.models import base_model_fingerprint, check_adapter_base, find_adapter_dir, resolve_model
+    from safemix.models import (
+        base_model_fingerprint,
+        check_adapter_base,
+        find_adapter_dir,
+        resolve_model,
+    )
 
     if config.backend == "fake":
         return {"name": base_model}, None, config.template or "alpaca"
@@ -210,14 +214,3 @@ def _manifest(config: GenerateConfig, settings: dict[str, Any], suites: list[Sui
         "suites": entries,
         "versions": package_versions(_BACKEND_PACKAGES[config.backend]),
     }
-
-
-def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
-    """Python's version and each installed package's version (read from metadata, nothing imported)."""
-    versions = {"python": platform.python_version()}
-    for package in packages:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -19,10 +18,16 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from safemix.errors import InputError
+from safemix.retry import call_with_retries
 from safemix.scoring.base import Judgement, ScorerSettings, check_pairs
 from safemix.scoring.harmfulness import model_fingerprint, resolve_device
 from safemix.scoring.moderation import API_KEY_ENV
-from safemix.scoring.templates import TEMPLATES, JudgeTemplate, TemplateName, UnparsedReply
+from safemix.scoring.templates import (
+    TEMPLATES,
+    JudgeTemplate,
+    TemplateName,
+    UnparsedReply,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,17 +179,22 @@ class _EndpointJudge:
 
     def _judge_one(self, prompt: str, response: str) -> Judgement:
         openai = self._openai
-        for attempt in range(self.settings.max_retries + 1):
-            try:
-                return reply_judgement(self.template, self._request(prompt, response))
-            except (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError,
-                    _EmptyReply) as err:
-                failure = f"{type(err).__name__}: {str(err)[:_REPLY_CHARS]}"
-            except openai.APIStatusError as err:
-                return Judgement.unscored(f"judge request rejected (HTTP {err.status_code}): {str(err)[:_REPLY_CHARS]}")
-            if attempt < self.settings.max_retries:
-                time.sleep(self.settings.backoff_s * 2**attempt)
-        return Judgement.unscored(f"judge request failed after {self.settings.max_retries} retries: {failure}")
+        transient = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError,
+                     _EmptyReply)
+        try:
+            reply = call_with_retries(
+                lambda: self._request(prompt, response),
+                retryable=lambda err: isinstance(err, transient),
+                max_retries=self.settings.max_retries,
+                backoff_s=self.settings.backoff_s,
+                what="llm-judge",
+            )
+        except transient as err:
+            failure = f"{type(err).__name__}: {str(err)[:_REPLY_CHARS]}"
+            return Judgement.unscored(f"judge request failed after {self.settings.max_retries} retries: {failure}")
+        except openai.APIStatusError as err:
+            return Judgement.unscored(f"judge request rejected (HTTP {err.status_code}): {str(err)[:_REPLY_CHARS]}")
+        return reply_judgement(self.template, reply)
 
     def _request(self, prompt: str, response: str) -> str:
         if self.template.kind == "raw":

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from safemix.errors import InputError
+from safemix.retry import call_with_retries
 from safemix.scoring.base import Judgement, ScorerSettings, check_pairs
 
 log = logging.getLogger(__name__)
@@ -118,16 +118,13 @@ class OpenAIModeration:
         return [judgement_from_result(result) for result in results]
 
     def _request_with_retries(self, texts: list[str]) -> list[dict[str, Any]]:
-        for attempt in range(self.settings.max_retries + 1):
-            try:
-                return self._request(texts)
-            except _Retryable as err:
-                if attempt == self.settings.max_retries:
-                    raise
-                delay = self.settings.backoff_s * 2**attempt
-                log.warning("moderation: %s; retry %d/%d in %.1f s", err, attempt + 1, self.settings.max_retries, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        return call_with_retries(
+            lambda: self._request(texts),
+            retryable=lambda err: isinstance(err, _Retryable),
+            max_retries=self.settings.max_retries,
+            backoff_s=self.settings.backoff_s,
+            what="moderation",
+        )
 
     def _request(self, texts: list[str]) -> list[dict[str, Any]]:
         openai = self._openai

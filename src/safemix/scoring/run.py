@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from collections.abc import Sequence
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from safemix import __version__
-from safemix.files import canonical_json, sha256_text, write_json_atomic, write_jsonl_atomic
+from safemix.files import (
+    canonical_json,
+    sha256_text,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
 from safemix.progress import progress_bar
 from safemix.records import Score
 from safemix.scoring.base import Judgement, Scorer
 from safemix.scoring.cache import KeyValueStore
-from safemix.scoring.inputs import Columns, ScoreInput, generations_model_name, input_checksums, read_score_inputs
+from safemix.scoring.inputs import (
+    Columns,
+    ScoreInput,
+    generations_model_name,
+    input_checksums,
+    read_score_inputs,
+)
+from safemix.versions import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +116,6 @@ def to_scores(scorer_name: str, items: Sequence[ScoreInput], judgements: Sequenc
     return scores
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of Python, safemix and the installed libraries that scorers use."""
-    versions = {"python": platform.python_version(), "safemix": __version__}
-    for name in _VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def manifest_path(out: Path) -> Path:
     """``scores/refusal-judge.jsonl`` -> ``scores/refusal-judge.manifest.json``."""
     return out.with_name(out.stem + ".manifest.json")
@@ -134,7 +132,7 @@ def write_scores(out: Path, scores: Sequence[Score], scorer: Scorer, inputs: dic
         "model": model,
         "output": out.name,
         "counts": {"items": len(scores), "scored": len(scores) - unscored, "unscored": unscored},
-        "versions": package_versions(),
+        "versions": package_versions(_VERSIONED_PACKAGES),
     }
     write_json_atomic(manifest_path(out), manifest)
     return manifest

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import yaml
 import safemix
 from safemix.files import atomic_writer, write_json_atomic, write_text_atomic
 from safemix.train.checkpoint import TrainerState
+from safemix.versions import package_versions
 
 TRAIN_LOG = "train_log.json"
 LOSS_PLOT = "loss.png"
@@ -64,11 +64,6 @@ def write_run_files(
     out_dir: Path, state: TrainerState, resolved_config: dict[str, Any], facts: dict[str, Any], inputs: dict[str, Any]
 ) -> None:
     """Write the config, loss plot, manifest and, last (it marks the run complete), ``train_log.json``."""
-    import accelerate
-    import peft
-    import torch
-    import transformers
-
     header = f"# resolved safemix train config, run hash {state.run_hash}\n"
     write_text_atomic(out_dir / CONFIG_FILE, header + yaml.safe_dump({"train": resolved_config}, sort_keys=False))
     write_loss_plot(out_dir / LOSS_PLOT, state, f"{resolved_config['base_model']} on {Path(str(resolved_config['train_file'])).name}")
@@ -80,13 +75,7 @@ def write_run_files(
             "settings": resolved_config,
             "inputs": inputs,
             "outputs": {"adapter": "adapter/", "log": TRAIN_LOG, "plot": LOSS_PLOT, "config": CONFIG_FILE},
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "peft": peft.__version__,
-                "accelerate": accelerate.__version__,
-            },
+            "versions": package_versions(("torch", "transformers", "peft", "accelerate")),
         },
     )
     write_json_atomic(out_dir / TRAIN_LOG, train_log(state, facts))
