@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from safemix.data import catalog
-from safemix.data.catalog import CatalogSource, Origin, fetch, get_source, load_catalog, locate
+from safemix.data.catalog import (
+    CatalogSource,
+    Origin,
+    fetch,
+    get_source,
+    load_catalog,
+    locate,
+)
 from safemix.data.readers import read_rows
 from safemix.data.sources import SourceSpec, load_catalog_prompts, load_instructions
 from safemix.errors import InputError
+from tests.conftest import serving
 
 REQUIRED = [
     "paper-safety", "i-malicious-instructions", "i-cona", "i-controversial", "q-harm", "i-physical-safety-unsafe",
@@ -78,7 +85,9 @@ def test_missing_source_offline_says_how_to_get_it(tmp_path: Path) -> None:
         locate("alpaca-cleaned", tmp_path)
 
 
-class _Server:
+class _Server(http.server.ThreadingHTTPServer):
+    """Serves files from ``root`` on 127.0.0.1 and records the paths asked for."""
+
     def __init__(self, root: Path) -> None:
         self.requests: list[str] = []
         outer = self
@@ -94,9 +103,8 @@ class _Server:
             def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
 
 @pytest.fixture
@@ -104,9 +112,8 @@ def server(tmp_path: Path) -> Iterator[_Server]:
     root = tmp_path / "www"
     root.mkdir()
     (root / "suite.json").write_text('{"instructions": ["Say hi."]}')
-    served = _Server(root)
-    yield served
-    served.httpd.shutdown()
+    with serving(_Server(root)) as served:
+        yield served
 
 
 def _source(url: str, sha256: str | None) -> CatalogSource:

@@ -18,7 +18,7 @@ from safemix.generate.config import DecodingConfig, GenerateConfig, OpenAIConfig
 from safemix.generate.openai_backend import OpenAIGenerator
 from safemix.generate.runner import generate_suites
 from safemix.records import Prompt
-from tests.conftest import run_cli
+from tests.conftest import run_cli, serving
 
 KEY_ENV = "SAFEMIX_TEST_API_KEY"
 SECRET = "sk-test-0123456789-do-not-leak"
@@ -93,12 +93,8 @@ class ChatHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def server() -> Iterator[ChatServer]:
-    chat = ChatServer()
-    thread = threading.Thread(target=chat.serve_forever, daemon=True)
-    thread.start()
-    yield chat
-    chat.shutdown()
-    chat.server_close()
+    with serving(ChatServer()) as chat:
+        yield chat
 
 
 @pytest.fixture()

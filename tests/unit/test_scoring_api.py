@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from safemix.errors import InputError
 from safemix.scoring import build_scorer
-from tests.conftest import run_cli
+from tests.conftest import run_cli, serving
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
 
@@ -93,12 +92,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture()
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    fake = FakeOpenAI()
-    thread = threading.Thread(target=fake.serve_forever, daemon=True)
-    thread.start()
-    yield fake
-    fake.shutdown()
-    fake.server_close()
+    with serving(FakeOpenAI()) as fake:
+        yield fake
 
 
 def _moderation(server: FakeOpenAI, **settings: Any) -> Any:
