@@ -130,18 +130,10 @@ def data_build(
     overrides: SetOption = None,
 ) -> None:
     """Build mixture-K.jsonl for every K, val.jsonl and manifest.json into --out."""
-    from safemix.config import (
-        apply_overrides,
-        config_hash,
-        read_config_file,
-        set_key,
-        validate_config,
-        write_resolved_config,
-    )
+    from safemix.config import command_line_config, config_hash, validate_config, write_resolved_config
     from safemix.data.catalog import default_data_dir
     from safemix.data.mixture import build_mixtures
 
-    raw: dict[str, Any] = read_config_file(config) if config else {}
     flags = {
         "data.general": general,
         "data.safety": safety,
@@ -151,10 +143,8 @@ def data_build(
         "seed": seed,
         "data_dir": str(data_dir) if data_dir else None,
     }
-    for dotted, value in flags.items():
-        if value is not None:
-            set_key(raw, dotted.split("."), value)
-    experiment = validate_config(apply_overrides(raw, overrides or []), str(config) if config else "command line")
+    raw = command_line_config(config, flags, overrides or [])
+    experiment = validate_config(raw, str(config) if config else "command line")
     root = default_data_dir(experiment.data_dir)
     d = experiment.data
     manifest = build_mixtures(

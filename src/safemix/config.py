@@ -7,7 +7,7 @@ dotted paths (``data.n_safety.1: Input should be greater than or equal to 0``).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,9 @@ from safemix.data.catalog import get_source
 from safemix.data.sources import SourceSpec
 from safemix.errors import InputError, input_error
 from safemix.files import canonical_json, sha256_text, write_text_atomic
-from safemix.train.config import TrainConfig
 from safemix.generate.config import GenerateConfig
 from safemix.scoring.config import ScoringConfig
+from safemix.train.config import TrainConfig
 
 CONFIG_HASH_CHARS = 12
 
@@ -117,6 +117,23 @@ def set_key(raw: dict[str, Any], keys: Sequence[str], value: Any) -> None:
             raise InputError(f"config key {'.'.join(keys[: depth + 1])} is not a mapping, cannot set {'.'.join(keys)}")
         node = child
     node[keys[-1]] = value
+
+
+def command_line_config(
+    config_file: str | Path | None, flags: Mapping[str, Any], overrides: Sequence[str]
+) -> dict[str, Any]:
+    """The raw config a command works from: the YAML file (if any), then its flags, then ``--set`` overrides.
+
+    Args:
+        config_file: an experiment YAML, or None.
+        flags: dotted key -> value for each command-line flag; None values (flags not given) are skipped.
+        overrides: ``--set key=value`` strings, applied last.
+    """
+    raw: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    for dotted, value in flags.items():
+        if value is not None:
+            set_key(raw, dotted.split("."), value)
+    return apply_overrides(raw, overrides)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

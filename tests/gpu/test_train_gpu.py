@@ -13,7 +13,6 @@ import pytest
 from safemix.models import load_model_and_tokenizer
 from safemix.train.config import TrainConfig
 from safemix.train.recipe import train
-from tests.integration.conftest import tiny_mixture, tiny_model_dir  # noqa: F401 (fixtures)
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from safemix.cli import main
 from safemix.generate.config import DecodingConfig
 from safemix.generate.hf_backend import HFGenerator
 from safemix.models import AdapterInfo, base_model_fingerprint, write_adapter_info
 from safemix.records import Prompt
-from safemix.cli import main
 from tests.conftest import REPO_ROOT
 
 WORDS = "tell me how to bake bread with flour water salt and yeast in a hot oven today".split()

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from safemix.config import ConfigError, apply_overrides, config_hash, load_config, validate_config, write_resolved_config
+from safemix.config import (
+    ConfigError,
+    apply_overrides,
+    config_hash,
+    load_config,
+    validate_config,
+    write_resolved_config,
+)
 from safemix.errors import InputError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

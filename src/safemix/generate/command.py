@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from safemix.config import ConfigError, apply_overrides, format_validation_error, read_config_file, set_key, validate_config
+from safemix.config import ConfigError, command_line_config, format_validation_error, validate_config
 from safemix.data.suites import looks_like_path
 from safemix.errors import InputError
 from safemix.generate.config import GenerateConfig
@@ -52,11 +52,7 @@ def load_generate_command(config: Path | None, flags: dict[str, Any], overrides:
     Raises:
         ConfigError: a setting fails validation (the message names its dotted path).
     """
-    raw: dict[str, Any] = read_config_file(config) if config else {}
-    for dotted, value in flags.items():
-        if value is not None:
-            set_key(raw, dotted.split("."), value)
-    raw = apply_overrides(raw, overrides)
+    raw = command_line_config(config, flags, overrides)
     if config is not None:
         experiment = validate_config(raw, str(config))
         if experiment.generate is None:

@@ -92,14 +92,10 @@ def load_train_config(
         InputError: the file has no ``train`` section, or no train/val file is given.
     """
     # safemix.config imports this module for ExperimentConfig.train, so import it here, not at the top.
-    from safemix.config import ConfigError, apply_overrides, format_validation_error, read_config_file, set_key, validate_config
+    from safemix.config import ConfigError, command_line_config, format_validation_error, validate_config
     from safemix.errors import InputError
 
-    raw: dict[str, Any] = read_config_file(config_file) if config_file else {}
-    for dotted, value in flags.items():
-        if value is not None:
-            set_key(raw, dotted.split("."), value)
-    raw = apply_overrides(raw, overrides)
+    raw = command_line_config(config_file, flags, overrides)
     source = str(config_file) if config_file else "command line"
     if "seed" in raw and isinstance(raw.get("train"), dict):
         raw["train"].setdefault("seed", raw["seed"])

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from safemix.errors import input_error
 from safemix.data.readers import read_rows
+from safemix.errors import input_error
 from safemix.prompts import PromptTemplate
 from safemix.records import Example
 
