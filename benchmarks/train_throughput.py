@@ -4,7 +4,8 @@ Both recipes train the same random ~10M-parameter Llama (byte-level BPE trained 
 the same mixture (LLaMA-Factory Alpaca demo + the paper's safety examples), for the same number of epochs and
 optimizer steps, with the same seed:
 
-(a) reference: micro-batches of 4 in random order, each padded to its longest (Alpaca-LoRA's collator);
+(a) reference: micro-batches of 4 in random order, each padded to its longest rounded up to a multiple of 8
+    (Alpaca-LoRA's ``DataCollatorForSeq2Seq(pad_to_multiple_of=8)``);
 (b) safemix: examples sorted by length into micro-batches, batch order shuffled (``length_grouping``).
 
 It prints non-padding tokens per second of training time (evaluation and checkpoints excluded), the padding
@@ -126,7 +127,8 @@ def main() -> None:
             "learning_rate": 1e-3,
         }
         recipes = [
-            ("(a) reference: random micro-batches of 4, padded", TrainConfig(**common, length_grouping=False)),
+            ("(a) reference: random micro-batches of 4, padded to 8k",
+             TrainConfig(**common, length_grouping=False, pad_to_multiple_of=8)),
             ("(b) safemix: length-grouped micro-batches of 4", TrainConfig(**common, length_grouping=True)),
         ]
         for size in args.safemix_micro_batch:

@@ -137,3 +137,12 @@ def test_exported_model_loads_without_peft_and_matches_base_plus_adapter(
     ids = tokenizer(["Repeat: the cat sat"], return_tensors="pt")
     with torch.no_grad():
         assert torch.allclose(merged(**ids).logits, peft_model(**ids).logits, atol=1e-5)
+
+
+def test_collate_pads_right_to_a_multiple_and_masks_the_padding() -> None:
+    from safemix.train.data import IGNORE_INDEX, Encoded, collate
+
+    batch = collate([Encoded([5, 6, 7], [IGNORE_INDEX, 6, 7]), Encoded([8], [8])], pad_token_id=0, pad_to_multiple_of=4)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7, IGNORE_INDEX], [8, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]

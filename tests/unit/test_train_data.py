@@ -164,3 +164,9 @@ def test_train_settings_errors_carry_dotted_paths() -> None:
 def test_training_data_and_settings_import_no_torch() -> None:
     code = "import sys, safemix.train.data, safemix.train.config, safemix.config; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_pad_to_multiple_of_rounds_the_width_up() -> None:
+    assert padded_tokens([5, 9, 3]) == 27
+    assert padded_tokens([5, 9, 3], pad_to_multiple_of=8) == 48
+    assert padded_tokens([16, 2], pad_to_multiple_of=8) == 32

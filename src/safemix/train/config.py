@@ -53,6 +53,9 @@ class TrainConfig(BaseModel):
         description="put examples of similar length in the same micro-batch, then shuffle the micro-batches; "
         "false: random micro-batches padded to their longest (Alpaca-LoRA)",
     )
+    pad_to_multiple_of: int | None = Field(
+        default=None, gt=0, description="round each micro-batch's width up to a multiple (Alpaca-LoRA pads to 8)"
+    )
     seed: int = 0
     dtype: Literal["float32", "bfloat16", "float16"] = Field(default="float32", description="CUDA only unless float32")
     load_in_4bit: bool = Field(default=False, description="QLoRA: base in 4-bit NF4 (bitsandbytes, CUDA)")

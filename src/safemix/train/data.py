@@ -138,16 +138,24 @@ def length_batches(lengths: Sequence[int], micro_batch_size: int) -> list[list[i
     return [order[start : start + micro_batch_size] for start in range(0, len(order), micro_batch_size)]
 
 
-def padded_tokens(lengths: Sequence[int]) -> int:
-    """Tokens a micro-batch of these lengths occupies when padded to its longest."""
-    return max(lengths) * len(lengths) if lengths else 0
+def padded_width(lengths: Sequence[int], pad_to_multiple_of: int | None = None) -> int:
+    """The width of a micro-batch: its longest sequence, rounded up to ``pad_to_multiple_of`` when given."""
+    width = max(lengths, default=0)
+    return -(-width // pad_to_multiple_of) * pad_to_multiple_of if pad_to_multiple_of else width
 
 
-def collate(examples: Sequence[Encoded], pad_token_id: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Right-pad a micro-batch to its longest sequence: ``input_ids``, ``attention_mask`` and ``labels``."""
+def padded_tokens(lengths: Sequence[int], pad_to_multiple_of: int | None = None) -> int:
+    """Tokens a micro-batch of these lengths occupies once padded (see ``padded_width``)."""
+    return padded_width(lengths, pad_to_multiple_of) * len(lengths)
+
+
+def collate(
+    examples: Sequence[Encoded], pad_token_id: int, device: torch.device | str = "cpu", pad_to_multiple_of: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-pad a micro-batch to ``padded_width``: ``input_ids``, ``attention_mask`` and ``labels``."""
     import torch
 
-    width = max(len(example.input_ids) for example in examples)
+    width = padded_width([len(example.input_ids) for example in examples], pad_to_multiple_of)
     input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)

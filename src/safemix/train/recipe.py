@@ -333,7 +333,9 @@ def _train_step(
     loss_sum = torch.zeros((), device=accelerator.device)
     for indices in batches[accelerator.process_index :: accelerator.num_processes]:
         with accelerator.accumulate(model):
-            batch_loss = token_loss_sum(model, collate([train_set[i] for i in indices], pad_token_id, accelerator.device))
+            examples = [train_set[i] for i in indices]
+            batch = collate(examples, pad_token_id, accelerator.device, config.pad_to_multiple_of)
+            batch_loss = token_loss_sum(model, batch)
             accelerator.backward(batch_loss * scale)
         loss_sum += batch_loss.detach()
     if config.max_grad_norm is not None:
@@ -347,7 +349,8 @@ def _train_step(
     state.step += 1
     state.train_history.append({"step": state.step, "loss": step_loss, "learning_rate": learning_rate})
     state.real_tokens += sum(len(train_set[i].input_ids) for batch in batches for i in batch)
-    state.padded_tokens += sum(padded_tokens([len(train_set[i].input_ids) for i in batch]) for batch in batches)
+    state.padded_tokens += sum(padded_tokens([len(train_set[i].input_ids) for i in batch], config.pad_to_multiple_of)
+                               for batch in batches)
     state.train_seconds += time.perf_counter() - started
 
 
