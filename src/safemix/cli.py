@@ -84,7 +84,9 @@ def data_ls(
     for name, source in load_catalog().items():
         if kind and source.kind != kind:
             continue
-        present = any(r is not None and (r / source.mirror_path).is_file() for r in (root, cache_dir()))
+        present = source.origin.package is not None or any(
+            r is not None and (r / source.mirror_path).is_file() for r in (root, cache_dir())
+        )
         typer.echo(f"{name:30} {source.kind:20} {source.rows:>6}  {'yes' if present else 'no':6} {source.license}")
 
 

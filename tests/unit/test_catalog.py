@@ -35,7 +35,7 @@ def test_catalog_has_the_required_sources_with_origins() -> None:
     assert set(REQUIRED) <= set(sources)
     for name, source in sources.items():
         assert source.name == name
-        assert source.origin.download_url.startswith("https://")
+        assert source.origin.download_url.startswith("package:" if source.origin.package else "https://")
         pinned = source.origin.url or ""
         assert "raw.githubusercontent.com" not in pinned or len(pinned.split("/")[5]) == 40, name  # commit, not branch
         assert source.sha256 is not None or name == "alpaca-cleaned", name

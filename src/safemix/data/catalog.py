@@ -1,6 +1,7 @@
 """The catalog of named public data sources, and where each one is found or fetched.
 
-A source is read from, in order: the data directory (``--data-dir``, ``SAFEMIX_DATA_DIR``, or
+A source shipped inside the safemix package (the starter data, ``origin: {package: ...}``) is read from there.
+Any other source is read from, in order: the data directory (``--data-dir``, ``SAFEMIX_DATA_DIR``, or
 ``../shared/data`` when it exists), laid out like that mirror; then the download cache
 (``SAFEMIX_CACHE_DIR``, default ``~/.cache/safemix/data``). ``fetch`` downloads a missing source into the
 cache from its public origin. Every file with a recorded sha256 is checked against it; a mismatch is an error.
@@ -34,7 +35,8 @@ _DOWNLOAD_CHUNK_BYTES = 1 << 16
 
 
 class Origin(BaseModel):
-    """Where a source comes from publicly: a raw URL at a pinned commit, or a Hugging Face dataset file."""
+    """Where a source comes from: a raw URL at a pinned commit, a Hugging Face dataset file, or a file shipped in
+    the safemix package (``package``: its path inside the package)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,18 +44,21 @@ class Origin(BaseModel):
     hf_dataset: str | None = None
     revision: str | None = None
     file: str | None = None
+    package: str | None = None
 
     @model_validator(mode="after")
     def _one_origin(self) -> Origin:
-        if (self.url is None) == (self.hf_dataset is None):
-            raise ValueError("give exactly one of 'url' or 'hf_dataset'")
+        if sum(value is not None for value in (self.url, self.hf_dataset, self.package)) != 1:
+            raise ValueError("give exactly one of 'url', 'hf_dataset' or 'package'")
         if self.hf_dataset is not None and not (self.revision and self.file):
             raise ValueError("'hf_dataset' needs 'revision' and 'file'")
         return self
 
     @property
     def download_url(self) -> str:
-        """The URL that serves the file's bytes."""
+        """The URL that serves the file's bytes (for a packaged file: where it sits in the package)."""
+        if self.package is not None:
+            return f"package:safemix/{self.package}"
         if self.url is not None:
             return self.url
         return f"https://huggingface.co/datasets/{self.hf_dataset}/resolve/{self.revision}/{self.file}"
@@ -140,7 +145,9 @@ def _verified(source: CatalogSource, path: Path) -> Path:
 
 
 def local_path(source: CatalogSource, data_dir: Path | None) -> Path | None:
-    """Return the verified local copy of ``source`` (data directory first, then cache), or None."""
+    """Return the verified local copy of ``source`` (packaged file; else data directory, then cache), or None."""
+    if source.origin.package is not None:
+        return _verified(source, Path(str(resources.files("safemix").joinpath(source.origin.package))))
     for root in (data_dir, cache_dir()):
         if root is not None and (root / source.mirror_path).is_file():
             return _verified(source, root / source.mirror_path)
