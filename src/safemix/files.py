@@ -52,6 +52,7 @@ def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes files 0600; outputs get the usual permissions
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -86,6 +87,7 @@ def write_dir_atomic(path: str | Path, build: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp_dir, 0o777 & ~_umask())  # mkdtemp makes directories 0700
         build(tmp_dir)
         if path.exists():
             shutil.rmtree(path)
@@ -94,3 +96,10 @@ def write_dir_atomic(path: str | Path, build: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
