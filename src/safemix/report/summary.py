@@ -1,0 +1,24 @@
+"""``summary.csv``: every metric row of the runs, with the model's display name and K."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from safemix.report.runs import Row
+
+SUMMARY_COLUMNS = ("model", "k", "suite", "category", "scorer", "metric", "value", "ci_low", "ci_high", "n",
+                   "n_unscored")
+
+
+def summary_csv(rows: list[Row]) -> str:
+    """The rows as CSV text with the ``SUMMARY_COLUMNS`` header; empty cells for no K (base model) and no value."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SUMMARY_COLUMNS)
+    for row in rows:
+        m = row.metric
+        writer.writerow([row.model.name, "" if row.model.k is None else row.model.k, m.suite, m.category, m.scorer,
+                         m.metric, *("" if v is None else v for v in (m.estimate, m.ci_low, m.ci_high)), m.n_scored,
+                         m.n_unscored])
+    return buffer.getvalue()
