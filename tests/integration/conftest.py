@@ -32,6 +32,26 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
 
 
+def build_tiny_adapter(base_dir: Path, out: Path, template: str) -> Path:
+    """Write a LoRA adapter on the tiny model with random non-zero weights (so it changes every output), plus
+    ``safemix_adapter.json`` as ``safemix train`` writes it, into ``out``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from safemix.models import AdapterInfo, base_model_fingerprint, write_adapter_info
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))
+    peft_model.save_pretrained(out)
+    fingerprint = base_model_fingerprint(base_dir)
+    write_adapter_info(out, AdapterInfo(base_model=str(base_dir), base_model_fingerprint=fingerprint, template=template,
+                                        train_on_inputs=True, cutoff_len=64))
+    return out
+
+
 def _rows(prefix: str, n: int, answer: str) -> list[dict[str, str]]:
     rows = []
     for i in range(n):

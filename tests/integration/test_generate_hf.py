@@ -16,9 +16,10 @@ import pytest
 from safemix.cli import main
 from safemix.generate.config import DecodingConfig
 from safemix.generate.hf_backend import HFGenerator
-from safemix.models import AdapterInfo, base_model_fingerprint, write_adapter_info
+from safemix.models import base_model_fingerprint
 from safemix.records import Prompt
 from tests.conftest import REPO_ROOT
+from tests.integration.conftest import build_tiny_adapter
 
 WORDS = "tell me how to bake bread with flour water salt and yeast in a hot oven today".split()
 
@@ -101,19 +102,7 @@ def test_beam_search_runs_batched(tiny_model_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA adapter on the tiny model with non-zero weights (so it changes answers), trained with 'chat'."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"],
-                                                  init_lora_weights=False))
-    out = tmp_path_factory.mktemp("run") / "adapter"
-    peft_model.save_pretrained(out)
-    write_adapter_info(out, AdapterInfo(base_model=str(tiny_model_dir), train_on_inputs=True, cutoff_len=64,
-                                        base_model_fingerprint=base_model_fingerprint(tiny_model_dir), template="chat"))
-    return out
+    return build_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("run") / "adapter", template="chat")
 
 
 def generate_args(model: Path, out: Path, *extra: str) -> list[str]:
