@@ -9,7 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ class FakeOpenAI(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.faults: list[str] = []
         self.replies: list[str] = []  # judge replies, one per chat/completions request
+        self.reply_for: Callable[[str], str] | None = None  # or a reply computed from the last message's text
         self.requests: list[dict[str, Any]] = []
         self.auth: set[str] = set()
         self.reject_text = "REJECT ME"
@@ -66,9 +67,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._moderate(body)
         reply = self.server.replies.pop(0) if self.server.replies else "no reply scripted"
         if self.path.endswith("/chat/completions"):
+            if self.server.reply_for is not None:
+                reply = self.server.reply_for(body["messages"][-1]["content"])
             choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply}}
+            usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}  # the generate backend needs it
             return self._send(200, json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
-                                               "choices": [choice]}))
+                                               "choices": [choice], "usage": usage}))
         choice = {"index": 0, "finish_reason": "stop", "text": reply, "logprobs": None}
         return self._send(200, json.dumps({"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
                                            "choices": [choice]}))

@@ -7,7 +7,14 @@ Rules (see ``build_mixtures``):
 - each pool is ordered by one seeded permutation: the sha256 of ``seed``, the pool's role and the example's
   normalised text. It depends only on the seed and the content, not on file order, platform or Python version;
 - the validation split is the first ``val_size`` of the general permutation, the general part of every mixture
-  the next ``n_general``; mixture-K takes the first K of the safety permutation, so the safety parts nest.
+  the next ``n_general``; mixture-K takes the first K of the safety permutation, so the safety parts nest;
+- the safety examples' format: ``instruction`` uses the safety source as it is; ``question`` and ``mixed`` need
+  the question form of the same set (``safety_questions``, paired with the safety source by position: record i
+  of one is record i of the other). The same K examples are chosen in every format; ``question`` writes each in
+  its question form, ``mixed`` the examples at odd positions of the safety permutation (so ceil(K/2) instructions
+  and floor(K/2) questions, and the forms nest across K too). With ``safety_questions`` given, a pair is dropped
+  when either form is an evaluation prompt, and a general example equal to either form is dropped, whatever
+  the format.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import safemix
 from safemix.data.sources import (
@@ -37,6 +44,7 @@ from safemix.versions import package_versions
 log = logging.getLogger(__name__)
 
 _WHITESPACE = re.compile(r"\s+")
+SafetyFormat = Literal["instruction", "question", "mixed"]
 NORMALISATION = "NFKC, casefold, whitespace runs collapsed to one space, stripped"
 
 
@@ -62,6 +70,7 @@ class Pool:
     source: LoadedSource
     role: ExampleCategory
     ordered: list[Example] = field(default_factory=list)
+    index_of: dict[str, int] = field(default_factory=dict)  # example id -> its record's index in the source
     duplicates_removed: int = 0
     contaminated_dropped: int = 0
     overlap_dropped: int = 0
@@ -95,18 +104,28 @@ class ContaminationGuard:
             try:
                 suite = load_catalog_prompts(name, data_dir, download=False)
             except InputError as err:
-                log.warning("contamination guard: skipping suite %s (%s)", name, err)
+                log.debug("contamination guard: skipping suite %s (%s)", name, err)
                 unavailable.append(name)
                 continue
             checked[name] = len(suite)
             prompts.update(normalise_text(prompt.prompt) for prompt in suite)
+        if unavailable:
+            log.warning("contamination guard: %d evaluation suites are not available locally, so training data is "
+                        "not checked against them: %s ('safemix data fetch NAME' gets one)", len(unavailable),
+                        ", ".join(unavailable))
         return cls(frozenset(prompts), checked, unavailable)
 
 
 def make_pool(
-    source: LoadedSource, role: ExampleCategory, seed: int, guard: ContaminationGuard, exclude_keys: frozenset[str]
+    source: LoadedSource,
+    role: ExampleCategory,
+    seed: int,
+    guard: ContaminationGuard,
+    exclude_keys: frozenset[str],
+    paired: LoadedSource | None = None,
 ) -> Pool:
-    """Deduplicate, filter and order one source's examples."""
+    """Deduplicate, filter and order one source's examples; a record whose ``paired`` form is an evaluation
+    prompt is dropped as contaminated too."""
     pool = Pool(source, role)
     seen: set[str] = set()
     keyed = []
@@ -116,16 +135,51 @@ def make_pool(
             pool.duplicates_removed += 1
             continue
         seen.add(key)
-        if normalise_text(record.instruction) in guard.prompts:
+        forms = [record] + ([paired.records[index]] if paired else [])
+        if any(normalise_text(form.instruction) in guard.prompts for form in forms):
             pool.contaminated_dropped += 1
             continue
         if key in exclude_keys:
             pool.overlap_dropped += 1
             continue
         example = Example(id=f"{source.label}-{index}", source=source.label, category=role, **record.model_dump())
+        pool.index_of[example.id] = index
         keyed.append((permutation_key(seed, role, key), example))
     pool.ordered = [example for _, example in sorted(keyed, key=lambda pair: pair[0])]
     return pool
+
+
+def formatted_safety(pool: Pool, questions: LoadedSource | None, safety_format: SafetyFormat) -> list[Example]:
+    """The safety permutation with each example in the form ``safety_format`` asks for (see the module rules)."""
+    if safety_format == "instruction":
+        return pool.ordered
+    assert questions is not None
+    return [
+        _question_form(questions, pool.index_of[example.id])
+        if safety_format == "question" or position % 2 == 1 else example
+        for position, example in enumerate(pool.ordered)
+    ]
+
+
+def _question_form(questions: LoadedSource, index: int) -> Example:
+    record = questions.records[index]
+    return Example(id=f"{questions.label}-{index}", source=questions.label, category="safety", **record.model_dump())
+
+
+def load_questions(spec: SourceSpec, safety: LoadedSource, data_dir: Path | None) -> LoadedSource:
+    """Read the question form of the safety set; it must hold one record per safety record (paired by position)."""
+    questions = load_instructions(spec, data_dir)
+    if len(questions.records) != len(safety.records):
+        raise InputError(f"{questions.file or questions.label}: holds {len(questions.records)} records but the safety "
+                         f"source {safety.file or safety.label} holds {len(safety.records)}; the question form pairs "
+                         "with the safety set by position, one record each")
+    return questions
+
+
+def _same_text_pairs(pool: Pool, questions: LoadedSource) -> int:
+    """Usable pairs whose question is the instruction itself (a failed rewrite keeps the original text)."""
+    return sum(normalise_text(questions.records[pool.index_of[example.id]].instruction)
+               == normalise_text(example.instruction) for example in pool.ordered)
 
 
 def _mixture_order(seed: int, examples: Iterable[Example]) -> list[Example]:
@@ -155,6 +209,8 @@ def build_mixtures(
     data_dir: Path | None = None,
     config_hash: str | None = None,
     guard: ContaminationGuard | None = None,
+    safety_format: SafetyFormat = "instruction",
+    safety_questions: SourceSpec | None = None,
 ) -> dict[str, Any]:
     """Write ``mixture-K.jsonl`` for each K, ``val.jsonl`` when ``val_size > 0``, and ``manifest.json``.
 
@@ -169,36 +225,49 @@ def build_mixtures(
         data_dir: data directory for catalog sources and the contamination guard.
         config_hash: hash of the resolved config, recorded in the manifest.
         guard: evaluation prompts to keep out of training; default every catalog suite found locally.
+        safety_format: ``instruction``, ``question`` or ``mixed``: the form of the safety examples.
+        safety_questions: the question form of the safety set (needed by ``question`` and ``mixed``).
 
     Returns:
         The manifest that was written.
 
     Raises:
-        InputError: a source cannot be read, holds fewer usable examples than asked for, or both sources
-            have the same label.
+        InputError: a source cannot be read, holds fewer usable examples than asked for, two sources have the
+            same label, or the format needs ``safety_questions`` and has none (or one of another length).
     """
     if general.label == safety.label:
         raise InputError(f"the general and safety sources are both named {general.label!r}; example ids would collide")
+    if safety_questions is not None and safety_questions.label in (general.label, safety.label):
+        raise InputError(f"the question source is named {safety_questions.label!r} like another source; "
+                         "example ids would collide")
+    if safety_format != "instruction" and safety_questions is None:
+        raise InputError(f"format {safety_format!r} needs the question form of the safety set "
+                         "(data.safety_questions, --safety-questions; 'safemix data rewrite --to question' makes one)")
     guard = guard or ContaminationGuard.from_catalog(data_dir)
     safety_source = load_instructions(safety, data_dir)
+    questions = load_questions(safety_questions, safety_source, data_dir) if safety_questions else None
     general_source = load_instructions(general, data_dir)
 
-    safety_pool = make_pool(safety_source, "safety", seed, guard, frozenset())
-    safety_keys = frozenset(example_key(example) for example in safety_pool.ordered)
+    safety_pool = make_pool(safety_source, "safety", seed, guard, frozenset(), paired=questions)
+    safety_forms = [safety_pool.ordered] + ([formatted_safety(safety_pool, questions, "question")] if questions else [])
+    safety_keys = frozenset(example_key(example) for form in safety_forms for example in form)
     general_pool = make_pool(general_source, "general", seed, guard, safety_keys)
     _require(general_pool, val_size + n_general, f"--n-general {n_general} + --val-size {val_size}")
     _require(safety_pool, max(n_safety), f"--n-safety {max(n_safety)}")
 
     val_examples = general_pool.ordered[:val_size]
     general_examples = general_pool.ordered[val_size : val_size + n_general]
+    safety_examples = formatted_safety(safety_pool, questions, safety_format)
 
     outputs: dict[str, dict[str, Any]] = {}
     for k in sorted(n_safety):
         name = f"mixture-{k}.jsonl"
-        rows = _mixture_order(seed, general_examples + safety_pool.ordered[:k])
+        rows = _mixture_order(seed, general_examples + safety_examples[:k])
         write_jsonl_atomic(out_dir / name, map(Example.model_dump, rows))
-        outputs[name] = {"rows": len(rows), "n_general": n_general, "n_safety": k, "sha256": sha256_file(out_dir / name)}
-        log.info("wrote %s (%d general + %d safety)", out_dir / name, n_general, k)
+        n_questions = sum(questions is not None and example.source == questions.label for example in safety_examples[:k])
+        outputs[name] = {"rows": len(rows), "n_general": n_general, "n_safety": k, "n_safety_questions": n_questions,
+                         "sha256": sha256_file(out_dir / name)}
+        log.info("wrote %s (%d general + %d safety, %d of them as questions)", out_dir / name, n_general, k, n_questions)
     if val_size:
         write_jsonl_atomic(out_dir / "val.jsonl", map(Example.model_dump, val_examples))
         outputs["val.jsonl"] = {"rows": val_size, "sha256": sha256_file(out_dir / "val.jsonl")}
@@ -208,6 +277,7 @@ def build_mixtures(
         "versions": package_versions(("pydantic", "pyyaml")),
         "config_hash": config_hash,
         "settings": {"n_general": n_general, "n_safety": sorted(n_safety), "val_size": val_size, "seed": seed},
+        "format": safety_format,
         "permutation": "sha256(seed, role, normalised instruction+input), ascending",
         "sources": {
             role: {"source": pool.source.label, "file": pool.source.file, "sha256": pool.source.sha256, **pool.counts()}
@@ -220,5 +290,13 @@ def build_mixtures(
         },
         "outputs": outputs,
     }
+    if questions is not None:
+        same_text = _same_text_pairs(safety_pool, questions)
+        if same_text:
+            log.warning("%s: %d usable pairs have the same text in both forms (failed rewrites keep the original)",
+                        questions.file or questions.label, same_text)
+        manifest["sources"]["safety_questions"] = {"source": questions.label, "file": questions.file,
+                                                   "sha256": questions.sha256, "records_read": len(questions.records),
+                                                   "pairing": "by position", "same_text_in_both_forms": same_text}
     write_json_atomic(out_dir / "manifest.json", manifest)
     return manifest
