@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, cast
 
 import click
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from safemix.errors import InputError
 
@@ -33,6 +34,9 @@ judge_app = typer.Typer(help="The learned refusal judge: train its head.", no_ar
 app.add_typer(judge_app, name="judge")
 model_app = typer.Typer(help="Models: the tiny test model and built-in offline models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+annotate_app = typer.Typer(help="Human evaluation: blind side-by-side annotation of answers in a local web app.",
+                           no_args_is_help=True)
+app.add_typer(annotate_app, name="annotate")
 
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config key: --set data.n_general=900 (repeatable).")
@@ -69,6 +73,37 @@ def validate(
             typer.echo(f"{err.source}: {problem}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"{config}: ok (config hash {config_hash(experiment)})")
+
+
+@app.command("run")
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (data, train, generate and scoring sections).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<name>-<config hash>).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan: what will run, what is already done.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; warnings and errors only (for logs).")] = False,
+    data_dir: DataDirOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Run a whole experiment: mixtures, one adapter per K, answers, scores, metrics; resumes after a crash."""
+    from safemix.config import config_hash, load_config
+    from safemix.data.catalog import default_data_dir
+    from safemix.pipeline import headline_text, run_experiment
+
+    started = time.monotonic()
+    if quiet:
+        logging.getLogger("safemix").setLevel(logging.WARNING)
+    experiment = load_config(config, overrides or [])
+    run_dir = out or Path("runs") / f"{experiment.name}-{config_hash(experiment)}"
+    root = default_data_dir(data_dir or experiment.data_dir)
+    tasks = run_experiment(experiment, run_dir, data_dir=root, source=str(config), dry_run=dry_run)
+    if dry_run:
+        typer.echo(f"plan for {run_dir} ({len(tasks)} tasks):")
+        for task in tasks:
+            typer.echo(f"  {task.stage:9} {task.target:40} {task.status}")
+        return
+    typer.echo(headline_text(run_dir))
+    typer.echo(f"{run_dir}: {len(tasks)} tasks done in {time.monotonic() - started:.0f} s; "
+               f"report: {run_dir / 'report.html'}")
 
 
 @data_app.command("ls")
@@ -128,6 +163,8 @@ def data_build(
     n_safety: Annotated[str | None, typer.Option("--n-safety", help="Comma-separated K values, e.g. 0,100,300.")] = None,
     val_size: Annotated[int | None, typer.Option("--val-size", help="Validation examples from the general pool.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the permutations.")] = None,
+    safety_format: Annotated[str | None, typer.Option("--format", help="Safety examples as instruction (default), question or mixed (half each).")] = None,
+    safety_questions: Annotated[str | None, typer.Option("--safety-questions", help="The safety set in question form, paired by position ('safemix data rewrite').")] = None,
     data_dir: DataDirOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -142,6 +179,8 @@ def data_build(
         "data.n_general": n_general,
         "data.n_safety": parse_k_list(n_safety) if n_safety is not None else None,
         "data.val_size": val_size,
+        "data.formats": [safety_format] if safety_format else None,
+        "data.safety_questions": safety_questions,
         "seed": seed,
         "data_dir": str(data_dir) if data_dir else None,
     }
@@ -149,13 +188,46 @@ def data_build(
     experiment = validate_config(raw, str(config) if config else "command line")
     root = default_data_dir(experiment.data_dir)
     d = experiment.data
+    if len(d.formats) > 1:
+        raise InputError(f"data.formats lists {len(d.formats)} formats; build one at a time with --format "
+                         f"({', '.join(d.formats)}), or sweep them with 'safemix run'")
     manifest = build_mixtures(
         d.general, d.safety, d.n_general, d.n_safety, out, val_size=d.val_size, seed=experiment.seed,
-        data_dir=root, config_hash=config_hash(experiment),
+        data_dir=root, config_hash=config_hash(experiment), safety_format=d.formats[0],
+        safety_questions=d.safety_questions,
     )
     write_resolved_config(experiment, out)
     for name, info in manifest["outputs"].items():
         typer.echo(f"{out / name}: {info['rows']} examples")
+
+
+@data_app.command("rewrite")
+def data_rewrite(
+    to: Annotated[str, typer.Option("--to", help="Target form: question or instruction.")],
+    input_path: Annotated[Path, typer.Option("--input", help="Alpaca-style JSON / JSONL set (instruction, input, output).")],
+    out: Annotated[Path, typer.Option("--out", help="Output JSONL, one line per input line (manifest: OUT stem + .manifest.json).")],
+    model: Annotated[str | None, typer.Option("--model", help="Model dir, built-in name or HF id; openai: the served model.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="hf (local), openai (OpenAI-compatible endpoint) or fake (rule-based, for dry runs).")] = "hf",
+    base_url: Annotated[str | None, typer.Option("--base-url", help="openai: the API root (default https://api.openai.com/v1).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Rewrite cache (default $SAFEMIX_SCORE_CACHE or ~/.cache/safemix/scores).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the rewrite cache.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and errors only.")] = False,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Set a model setting: --set max_new_tokens=64 (repeatable).")] = None,
+) -> None:
+    """Rewrite a safety set's instructions as questions (or back) with a language model; cached, nothing dropped."""
+    from safemix.data.rewrite import RewriteConfig, RewriteForm, manifest_path, rewrite_file
+    from safemix.scoring.cache import default_cache_root
+
+    if quiet:
+        logging.getLogger("safemix").setLevel(logging.WARNING)
+    if to not in ("question", "instruction"):
+        raise InputError(f"--to {to!r}: expected question or instruction")
+    settings = tool_settings({"backend": backend, "model": model, "base_url": base_url}, overrides or [])
+    manifest = rewrite_file(input_path, out, cast(RewriteForm, to), tool_config(RewriteConfig, settings, "rewrite model"),
+                            cache_dir=None if no_cache else cache_dir or default_cache_root())
+    counts = manifest["counts"]
+    typer.echo(f"{out}: {counts['lines']} lines, {counts['rewritten']} rewritten, {counts['already_in_form']} already "
+               f"in form, {counts['failed']} failed (kept as they were; manifest {manifest_path(out)})")
 
 
 @model_app.command("tiny")
@@ -389,6 +461,76 @@ def score(
                f"(manifest {manifest_path(out)})")
 
 
+@app.command()
+def winrate(
+    a: Annotated[Path, typer.Option("--a", help="Answers of the model measured: a generations directory or file.")],
+    b: Annotated[Path, typer.Option("--b", help="Answers of the reference model: a generations directory or file.")],
+    out: Annotated[Path, typer.Option("--out", help="Judgements JSONL, one line per prompt (manifest: OUT stem + .manifest.json).")],
+    suite: Annotated[str | None, typer.Option("--suite", help="With directories: the suite file to compare (default i-alpaca).")] = None,
+    judge_backend: Annotated[str | None, typer.Option("--judge-backend", help="hf (local model), openai (OpenAI-compatible endpoint) or fake.")] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="Judge model dir, built-in name or HF id; openai: the served model.")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="openai: the API root (default https://api.openai.com/v1).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the answer order (default 0).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Judgement cache (default $SAFEMIX_SCORE_CACHE or ~/.cache/safemix/scores).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the judgement cache.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="Experiment YAML whose 'winrate' section gives the judge, seed and cache.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and errors only.")] = False,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Set a judge setting: --set max_new_tokens=32 (repeatable).")] = None,
+) -> None:
+    """Pairwise win rate of --a against --b (the reference), judged by a language model; verdicts are cached."""
+    from safemix.config import load_config
+    from safemix.scoring.cache import default_cache_root
+    from safemix.scoring.inputs import generations_model_name
+    from safemix.scoring.run import manifest_path
+    from safemix.winrate.compare import answers_file, compare, read_answers
+    from safemix.winrate.config import JudgeConfig
+    from safemix.winrate.judge import build_judge
+
+    if quiet:
+        logging.getLogger("safemix").setLevel(logging.WARNING)
+    section = load_config(config).winrate if config else None
+    settings = section.judge.model_dump(mode="json", exclude_unset=True) if section else {}
+    settings.update(tool_settings({"backend": judge_backend, "model": judge_model, "base_url": base_url}, overrides or []))
+    judge = build_judge(tool_config(JudgeConfig, settings, "win-rate judge"))
+    answers = [read_answers(answers_file(path, suite), generations_model_name(path)) for path in (a, b)]
+    cache_dir = cache_dir or (section.cache_dir if section else None) or default_cache_root()
+    order_seed = seed if seed is not None else (section.seed if section else 0)
+    try:
+        manifest = compare(*answers, out, judge, seed=order_seed, cache_dir=None if no_cache else cache_dir)
+    finally:
+        judge.model.close()
+    counts, rate = manifest["counts"], manifest["win_rate"]
+    shown = "n/a" if rate["estimate"] is None else f"{rate['estimate']:.3f} [{rate['ci_low']:.3f}, {rate['ci_high']:.3f}]"
+    typer.echo(f"{out}: win rate of {answers[0].name} vs {answers[1].name}: {shown}; {counts['wins']} wins, "
+               f"{counts['ties']} ties, {counts['losses']} losses, {counts['unscored']} unscored "
+               f"(manifest {manifest_path(out)})")
+
+
+def tool_settings(flags: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A judge's or rewriter's settings: the flags given, then ``--set key=value`` overrides."""
+    from safemix.config import parse_override
+
+    settings = {key: value for key, value in flags.items() if value is not None}
+    for text in overrides:
+        keys, value = parse_override(text)
+        settings[".".join(keys)] = value
+    return settings
+
+
+ToolConfigT = TypeVar("ToolConfigT", bound=BaseModel)
+
+
+def tool_config(cls: type[ToolConfigT], settings: dict[str, Any], what: str) -> ToolConfigT:
+    """Validate a judge's or rewriter's settings; a problem is an input error that names the setting."""
+    try:
+        return cls.model_validate(settings)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        raise InputError(f"{what}: {f'setting {where}: ' if where else ''}{message}") from None
+
+
 @judge_app.command("train")
 def judge_train(
     out: Annotated[Path, typer.Option("--out", help="Directory for the head (.safetensors) and its data card (.json).")],
@@ -423,6 +565,130 @@ def metrics(
         for path in write_metrics(rows, out):
             typer.echo(f"wrote {path}", err=True)
     typer.echo(rows_to_csv(rows), nl=False)
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories of 'safemix run' (each holds run.json).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Report directory (default: the run directory; required "
+                                                          "with several runs).")] = None,
+) -> None:
+    """Write summary.csv, report.md and a self-contained report.html with plots for one or more runs."""
+    from safemix.report import write_report
+
+    if out is None and len(run_dirs) > 1:
+        raise InputError("--out is required with several run directories")
+    paths = write_report(run_dirs, out or run_dirs[0])
+    typer.echo(f"wrote {paths['html']}, {paths['markdown']}, {paths['summary']}")
+
+
+@app.command()
+def capability(
+    out: Annotated[Path, typer.Option("--out", help="Output directory: results.json, samples_<task>.jsonl, tasks/.")],
+    base_model: Annotated[str, typer.Option("--base-model", help="Model dir, built-in name or HF id.")],
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="LoRA adapter dir written by 'safemix train'.")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", help="piqa, boolq, openbookqa (default: all three), arc_easy, arc_challenge, winogrande; repeatable.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="The first N items of each task (default: all).")] = None,
+    num_fewshot: Annotated[int | None, typer.Option("--num-fewshot", help="Examples before each item (default 0).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Requests per forward pass (default 8).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu (default), cuda or cuda:N.")] = None,
+    source: Annotated[str | None, typer.Option(help="local (data dir files, offline) or harness (lm-eval's built-in tasks).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Experiment YAML with a 'capability' section.")] = None,
+    data_dir: DataDirOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Accuracy on multiple-choice benchmarks through lm-evaluation-harness; finished tasks are not rerun."""
+    from safemix.capability.command import load_capability_command
+    from safemix.capability.run import evaluate_capability
+    from safemix.data.catalog import default_data_dir
+
+    flags = {
+        "capability.tasks": task,
+        "capability.limit": limit,
+        "capability.num_fewshot": num_fewshot,
+        "capability.batch_size": batch_size,
+        "capability.device": device,
+        "capability.source": source,
+        "data_dir": str(data_dir) if data_dir else None,
+    }
+    command = load_capability_command(config, flags, overrides or [])
+    results = evaluate_capability(command.capability, base_model, adapter, out, default_data_dir(command.data_dir))
+    for row in results["results"]:
+        typer.echo(f"{row['task']:14} {row['metric']:9} {row['value']:.4f} n={row['n']}")
+    typer.echo(f"wrote {out / 'results.json'}", err=True)
+
+
+StudyOption = Annotated[str, typer.Option("--study", help="Study name; its database is STUDIES_DIR/NAME.sqlite.")]
+StudiesDirOption = Annotated[Path, typer.Option("--studies-dir", help="Folder of study databases; RUN_DIR/studies "
+                                                                      "puts a study in that run's report.")]
+
+
+@annotate_app.command("serve")
+def annotate_serve(
+    study: StudyOption,
+    generations: Annotated[list[Path] | None, typer.Option("--generations", help="A generations JSONL file or directory per model: --generations A.jsonl B.jsonl ... (needed to create the study).")] = None,
+    more_generations: Annotated[list[Path] | None, typer.Argument(help="The further inputs after --generations A.jsonl.", show_default=False)] = None,
+    name: Annotated[list[str] | None, typer.Option("--name", help="Model name per input, in the same order (default: run label, generations manifest, folder); repeatable.")] = None,
+    sample: Annotated[int | None, typer.Option("--sample", help="Show N prompts, stratified by suite (default: all).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sample, the item order and the answer order.")] = 0,
+    studies_dir: StudiesDirOption = Path("studies"),
+    host: Annotated[str, typer.Option(help="Address to listen on; other machines can reach anything but loopback.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
+    token: Annotated[str | None, typer.Option("--token", envvar="SAFEMIX_ANNOTATE_TOKEN", help="Access token every request must carry (or set $SAFEMIX_ANNOTATE_TOKEN).")] = None,
+) -> None:
+    """Create or reopen a study and serve the annotation pages until Ctrl+C; judgements are saved as they come."""
+    from safemix.annotate.server import bind_server, create_app, run_server
+    from safemix.annotate.store import open_study
+
+    if more_generations and generations and len(generations) > 1:
+        raise InputError("--generations: give the inputs either as --generations A B C or as --generations A "
+                         "--generations B, not both (their order names the models)")
+    inputs = [*(generations or []), *(more_generations or [])]
+    opened = open_study(studies_dir, study, inputs, name or [], sample, seed)
+    server = bind_server(create_app(opened, token), host, port)
+    shown_host = f"[{host}]" if ":" in host else host
+    typer.echo(f"{opened.path}: {opened.n_items()} items, {len(opened.model_names())} models (hidden); annotate at "
+               f"http://{shown_host}:{server.port}/ (Ctrl+C stops)")
+    run_server(server)
+
+
+@annotate_app.command("export")
+def annotate_export(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: STUDIES_DIR/NAME-export).")] = None,
+) -> None:
+    """Write the study's judgements with the models unblinded: answers and preferences, as CSV and JSONL."""
+    from safemix.annotate.export import export_study
+    from safemix.annotate.store import open_study
+
+    for path in export_study(open_study(studies_dir, study), out or studies_dir / f"{study}-export"):
+        typer.echo(str(path))
+
+
+@annotate_app.command("stats")
+def annotate_stats(
+    study: StudyOption,
+    studies_dir: StudiesDirOption = Path("studies"),
+    scores: Annotated[list[Path] | None, typer.Option("--scores", help="Score files (or folders) of the same answers: each scorer's agreement with the people; repeatable.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write every figure to this JSON file.")] = None,
+) -> None:
+    """Human rates with intervals, pairwise preference, inter-annotator agreement, and scorer agreement."""
+    from dataclasses import asdict
+
+    from safemix.annotate.stats import check_scores_match, render_text, study_stats
+    from safemix.annotate.store import open_study
+    from safemix.files import write_json_atomic
+    from safemix.metrics import read_scores
+
+    opened = open_study(studies_dir, study)
+    score_lines = read_scores(scores) if scores else []
+    check_scores_match(opened, score_lines)
+    stats = study_stats(opened, score_lines)
+    if json_out is not None:
+        write_json_atomic(json_out, asdict(stats))
+    typer.echo(render_text(stats), nl=False)
+
 
 def parse_k_list(text: str) -> list[int]:
     """Parse ``--n-safety`` ("0,100,300") into distinct non-negative integers, or raise an input error."""

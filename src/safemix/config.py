@@ -12,15 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from safemix.capability.config import CapabilityConfig
 from safemix.data.catalog import get_source
+from safemix.data.mixture import SafetyFormat
 from safemix.data.sources import SourceSpec
 from safemix.errors import InputError, input_error
 from safemix.files import canonical_json, sha256_text, write_text_atomic
-from safemix.generate.config import GenerateConfig
+from safemix.generate.config import GenerateConfig, load_presets
+from safemix.prompts import TemplateName
 from safemix.scoring.config import ScoringConfig
 from safemix.train.config import TrainConfig
+from safemix.winrate.config import WinrateConfig
 
 CONFIG_HASH_CHARS = 12
 
@@ -35,11 +39,15 @@ class DataConfig(BaseModel):
     n_general: int = Field(ge=0, description="general examples in every mixture")
     n_safety: list[int] = Field(min_length=1, description="safety examples per mixture, one mixture per value")
     val_size: int = Field(default=0, ge=0, description="validation examples drawn from the general pool")
+    safety_questions: SourceSpec | None = Field(
+        default=None, description="the safety set in question form, paired by position ('safemix data rewrite')")
+    formats: list[SafetyFormat] = Field(default_factory=lambda: ["instruction"], min_length=1,
+                                        description="forms of the safety examples, one mixture set per value (a sweep axis)")
 
-    @field_validator("general", "safety")
+    @field_validator("general", "safety", "safety_questions")
     @classmethod
-    def _holds_instructions(cls, spec: SourceSpec) -> SourceSpec:
-        if spec.name is not None and get_source(spec.name).kind != "instructions":
+    def _holds_instructions(cls, spec: SourceSpec | None) -> SourceSpec | None:
+        if spec is not None and spec.name is not None and get_source(spec.name).kind != "instructions":
             raise ValueError(f"source {spec.name!r} holds {get_source(spec.name).kind}, not instruction examples")
         return spec
 
@@ -50,6 +58,48 @@ class DataConfig(BaseModel):
             raise ValueError("every value must be >= 0")
         if len(set(values)) != len(values):
             raise ValueError("values must be distinct")
+        return values
+
+    @field_validator("formats")
+    @classmethod
+    def _distinct_formats(cls, values: list[SafetyFormat]) -> list[SafetyFormat]:
+        if len(set(values)) != len(values):
+            raise ValueError("values must be distinct")
+        return values
+
+    @model_validator(mode="after")
+    def _questions_for_question_formats(self) -> DataConfig:
+        needing = [name for name in self.formats if name != "instruction"]
+        if needing and self.safety_questions is None:
+            raise ValueError(f"formats: {needing[0]!r} needs safety_questions (the safety set in question form; "
+                             "'safemix data rewrite --to question' makes one)")
+        return self
+
+
+class SweepConfig(BaseModel):
+    """The axes ``safemix run`` sweeps besides K (``data.n_safety``): every combination becomes models to train
+    and evaluate. An axis left unset takes its one value from the ``train`` / ``generate`` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_models: list[str] | None = Field(default=None, min_length=1, description="default: [train.base_model]")
+    templates: list[TemplateName] | None = Field(default=None, min_length=1, description="default: [train.template]")
+    presets: list[str] | None = Field(default=None, min_length=1, description="decoding presets; default: [generate.preset]")
+    include_base_model: bool = Field(default=True, description="also evaluate each untuned base model")
+
+    @field_validator("base_models", "templates", "presets")
+    @classmethod
+    def _distinct(cls, values: list[str] | None) -> list[str] | None:
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError("values must be distinct")
+        return values
+
+    @field_validator("presets")
+    @classmethod
+    def _known_presets(cls, values: list[str] | None) -> list[str] | None:
+        unknown = [name for name in values or [] if name not in load_presets()]
+        if unknown:
+            raise ValueError(f"unknown preset {unknown[0]!r}; known presets: {', '.join(load_presets())}")
         return values
 
 
@@ -65,6 +115,9 @@ class ExperimentConfig(BaseModel):
     train: TrainConfig | None = Field(default=None, description="LoRA fine-tuning settings (safemix train)")
     generate: GenerateConfig | None = Field(default=None, description="answering evaluation suites (safemix generate)")
     scoring: ScoringConfig | None = Field(default=None, description="judging generations (safemix score)")
+    sweep: SweepConfig = Field(default_factory=SweepConfig, description="axes of 'safemix run' besides K")
+    capability: CapabilityConfig | None = Field(default=None, description="lm-eval capability benchmarks (safemix capability)")
+    winrate: WinrateConfig | None = Field(default=None, description="pairwise win rate against a reference model (safemix winrate)")
 
 
 def format_validation_error(err: ValidationError) -> list[str]:

@@ -71,6 +71,12 @@ def open_run_dir(out_dir: Path, settings: dict[str, Any], suites: list[Suite], *
     return previous
 
 
+def read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """The manifest of the generation run in ``out_dir``, or None when there is none."""
+    path = out_dir / MANIFEST
+    return _read_manifest(path) if path.exists() else None
+
+
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

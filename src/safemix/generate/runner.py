@@ -24,6 +24,8 @@ from safemix.generate.output import (
     finalize_suite,
     open_run_dir,
     read_done,
+    read_manifest,
+    settings_difference,
     suite_file,
     write_manifest,
 )
@@ -90,6 +92,22 @@ def generate_suites(config: GenerateConfig, out_dir: Path, *, data_dir: Path | N
         if generator is not None:
             generator.close()
     return manifest
+
+
+def stale_reason(config: GenerateConfig, out_dir: Path, data_dir: Path | None) -> str | None:
+    """Why the answers already in ``out_dir`` cannot be kept for ``config`` (other settings, or a suite whose
+    prompts changed); None when they can, or when there are none."""
+    previous = read_manifest(out_dir)
+    if previous is None:
+        return None
+    difference = settings_difference(previous.get("settings", {}), run_settings(config, config.resolved_decoding()))
+    if difference:
+        return difference
+    for suite in load_suites(config, data_dir):
+        known = previous.get("suites", {}).get(suite.name)
+        if known is not None and known.get("prompts_sha256") != suite.sha256:
+            return f"the prompts of suite {suite.name!r} changed"
+    return None
 
 
 def load_suites(config: GenerateConfig, data_dir: Path | None) -> list[Suite]:

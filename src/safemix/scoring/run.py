@@ -173,3 +173,27 @@ def score_file(
     judgements = score_items(scorer, items, cache=cache)
     return write_scores(out, to_scores(scorer.name, items, judgements, model), scorer,
                         input_checksums(input_path, prompts_path), model)
+
+
+def scores_up_to_date(scorer_name: str, settings: dict[str, Any], input_path: Path, out: Path, model: str | None) -> bool:
+    """True when ``out`` already holds this scorer's judgements of exactly these inputs, with these settings.
+
+    Read from the manifest without building the scorer (which may load a model or need a key), so a pipeline can
+    skip scoring whose inputs and settings did not change.
+    """
+    from safemix.scoring import get_scorer_info
+
+    path = manifest_path(out)
+    if not (out.is_file() and path.is_file()):
+        return False
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    cls = get_scorer_info(scorer_name).scorer_class()
+    wanted = {
+        "scorer": scorer_name,
+        "version": cls.version,
+        "settings": cls.settings_model.model_validate(settings).cache_fields(),
+        "inputs": input_checksums(input_path, None),
+        "model": model,
+    }
+    return all(canonical_json(manifest.get(key)) == canonical_json(value) for key, value in wanted.items())
+

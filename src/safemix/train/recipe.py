@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from safemix.errors import InputError, input_error
 from safemix.files import canonical_json, sha256_file, sha256_text, write_dir_atomic
@@ -188,6 +188,26 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
         100 * summary["padding_fraction"], out_dir / ADAPTER_SUBDIR,
     )
     return TrainResult(out_dir / ADAPTER_SUBDIR, summary)
+
+
+TrainStatus = Literal["absent", "partial", "finished", "stale"]
+
+
+def train_status(config: TrainConfig, out_dir: Path) -> TrainStatus:
+    """What ``out_dir`` holds for this run, without loading weights: nothing, a checkpoint to resume from, the
+    finished run, or a run with other settings or inputs (``stale``)."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return "absent"
+    train_file, val_file = _input_files(config)
+    run_hash = _run_hash(config, train_file, val_file, base_model_fingerprint(resolve_model(config.base_model)))
+    try:
+        finished = _finished_run(out_dir, run_hash)
+    except InputError:
+        return "stale"
+    if finished is not None:
+        return "finished"
+    return "partial" if latest_checkpoint(out_dir) is not None else "absent"
 
 
 def _micro_batches_per_step(config: TrainConfig, num_processes: int) -> int:

@@ -1,0 +1,368 @@
+"""``safemix run``: one experiment end to end — data, train per (model, K), generate, score, metrics, report.
+
+Read top to bottom, a run: checks that the config has every section a run needs; plans the models of the sweep
+(each base model x template x decoding preset: the untuned base model, and one adapter per K) and writes
+``run.json``; then runs the stages in order, each over every model. Every stage skips work whose inputs and
+settings are unchanged and resumes work a killed run left half done (training from its last checkpoint,
+generation from the answers already appended, scoring from the score cache), so the same command after a crash
+or ``kill -9`` continues where it stopped, and changing one scorer's settings re-scores without regenerating.
+The run directory's layout is in docs/pipeline.md. With a ``capability`` or ``winrate`` section, those stages run
+after the metrics (each skips the models it has finished). Heavy imports happen inside the stage actions.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safemix.config import ConfigError, ExperimentConfig, config_hash, write_resolved_config
+from safemix.generate.config import GenerateConfig
+from safemix.progress import progress_bar
+from safemix.run_index import ModelEntry, RunIndex, SuiteEntry, write_run_index
+from safemix.scoring.config import ScorerEntry
+from safemix.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = "data"
+BASE_LABEL = "base"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work of a run: a stage applied to one model (or to the whole run).
+
+    ``status`` is what the run directory holds for it when the run was planned: ``done``, ``pending``,
+    ``resume`` (half done) or ``redo`` (done with other settings or inputs). The action is idempotent: it does
+    only what is missing, so it is safe to call whatever the status.
+    """
+
+    stage: str
+    target: str
+    status: str
+    action: Callable[[], Any]
+
+
+def run_experiment(
+    experiment: ExperimentConfig, run_dir: Path, *, data_dir: Path | None, source: str = "config", dry_run: bool = False
+) -> list[Task]:
+    """Plan the run and, unless ``dry_run``, execute every task in order; return the tasks with their planned status.
+
+    Args:
+        experiment: the validated experiment config.
+        run_dir: the run directory (created if missing).
+        data_dir: the local data mirror (catalog sources and built-in suites).
+        source: where the config came from, for error messages.
+        dry_run: only plan: say what would run and what is already done; write nothing.
+
+    Raises:
+        ConfigError: the config lacks a section a run needs, or sets what the sweep decides.
+        InputError: bad inputs found by a stage (a source, a suite, a model).
+    """
+    check_runnable(experiment, source)
+    index = plan_index(experiment, data_dir)
+    tasks = plan_tasks(experiment, index, Path(run_dir), data_dir)
+    if dry_run:
+        return tasks
+    write_resolved_config(experiment, run_dir)
+    write_run_index(run_dir, index)
+    with progress_bar(len(tasks), "safemix run", "task") as bar:
+        for task in tasks:
+            bar.set_postfix_str(f"{task.stage} {task.target}")
+            log.info("%s %s (%s)", task.stage, task.target, task.status)
+            task.action()
+            bar.update(1)
+    return tasks
+
+
+def check_runnable(experiment: ExperimentConfig, source: str) -> None:
+    """Every section a run needs is there, and nothing the sweep decides is set by hand."""
+    problems = [f"{section}: required by 'safemix run'" for section in ("train", "generate", "scoring")
+                if getattr(experiment, section) is None]
+    if experiment.data.val_size == 0:
+        problems.append("data.val_size: must be > 0 (training keeps the step with the lowest validation loss)")
+    if experiment.train is not None:
+        problems += [f"train.{key}: set by 'safemix run' (the mixtures it builds); remove it"
+                     for key in ("train_file", "val_file") if getattr(experiment.train, key) is not None]
+    if experiment.generate is not None:
+        problems += [f"generate.{key}: set by 'safemix run' (train.base_model / sweep); remove it"
+                     for key in ("base_model", "adapter") if getattr(experiment.generate, key) is not None]
+        if not experiment.generate.suites:
+            problems.append("generate.suites: name at least one suite ('safemix suites' lists them)")
+    if experiment.scoring is not None:
+        stems = [score_file_stem(entry) for entry in experiment.scoring.scorers]
+        problems += [f"scoring.scorers: {stem!r} is listed twice" for stem in sorted({s for s in stems if stems.count(s) > 1})]
+    if problems:
+        raise ConfigError(source, problems)
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+
+def plan_index(experiment: ExperimentConfig, data_dir: Path | None) -> RunIndex:
+    """The models of the sweep and the suites they answer: the content of ``run.json``."""
+    from safemix.generate.runner import load_suites
+
+    assert experiment.train is not None and experiment.generate is not None and experiment.scoring is not None
+    sweep = experiment.sweep
+    base_models = sweep.base_models or [experiment.train.base_model]
+    templates = sweep.templates or [experiment.train.template]
+    presets = sweep.presets or [experiment.generate.preset]
+    models = []
+    for base_model in base_models:
+        for template in templates:
+            for preset in presets:
+                axes = {"model": (base_model, len(base_models) > 1), "template": (template, len(templates) > 1),
+                        "preset": (preset, len(presets) > 1)}
+                ks: list[int | None] = [None] if sweep.include_base_model else []
+                models += [_model_entry(axes, k) for k in ks + sorted(experiment.data.n_safety)]
+    suites = load_suites(experiment.generate, data_dir)
+    return RunIndex(
+        name=experiment.name,
+        config_hash=config_hash(experiment),
+        suites=[SuiteEntry(name=s.name, n_prompts=len(s.prompts), categories=s.category_counts()) for s in suites],
+        scorers=[score_file_stem(entry) for entry in experiment.scoring.scorers],
+        models=models,
+    )
+
+
+def _model_entry(axes: dict[str, tuple[str, bool]], k: int | None) -> ModelEntry:
+    """One model of the sweep; its label spells out only the axes that vary in the run."""
+    base_model, template, preset = (axes[name][0] for name in ("model", "template", "preset"))
+    varying = [(name, value) for name, (value, varies) in axes.items() if varies]
+    model_part = [value.replace("/", "-") for name, value in varying if name == "model"]
+    template_part = [value for name, value in varying if name == "template"]
+    k_part = BASE_LABEL if k is None else f"k{k}"
+    label = "/".join([*model_part, *template_part, k_part])
+    train_slug = _slug(label)
+    preset_part = [value for name, value in varying if name == "preset"]
+    if preset_part:
+        label += f"@{preset_part[0]}"
+    qualifiers = ", ".join(f"{name}={value}" for name, value in varying if name != "model")
+    slug = _slug(label)
+    return ModelEntry(
+        label=label,
+        model=base_model + (f" [{qualifiers}]" if qualifiers else ""),
+        slug=slug,
+        base_model=base_model,
+        template=template,
+        preset=preset,
+        k=k,
+        train_dir=None if k is None else f"train/{train_slug}",
+        generations_dir=f"generations/{slug}",
+        scores_dir=f"scores/{slug}",
+    )
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label.replace("/", "__").replace("@", "--"))
+
+
+def score_file_stem(entry: ScorerEntry) -> str:
+    """The scores file of a scorer: its name, plus its template for ``llm-judge`` (one file per template)."""
+    template = entry.settings.get("template")
+    return f"{entry.name}-{template}" if template else entry.name
+
+
+def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, data_dir: Path | None) -> list[Task]:
+    """Every task of the run in execution order, with what the run directory already holds for each."""
+    assert experiment.scoring is not None
+    data_out = run_dir / DATA_DIR
+    tasks = [Task("data", "mixtures", _data_status(experiment, data_out),
+                  lambda: build_data(experiment, data_out, data_dir))]
+    trained: set[str] = set()
+    for entry in index.models:
+        if entry.train_dir is None or entry.train_dir in trained:
+            continue  # presets share one adapter
+        trained.add(entry.train_dir)
+        config = train_config(experiment, entry, data_out)
+        out = run_dir / entry.train_dir
+        tasks.append(Task("train", entry.label, _train_status(config, out), lambda c=config, o=out: train_model(c, o)))
+    for entry in index.models:
+        config = generate_config(experiment, entry, run_dir)
+        out = run_dir / entry.generations_dir
+        tasks.append(Task("generate", entry.label, _generate_status(out),
+                          lambda c=config, o=out: generate_answers(c, o, data_dir)))
+    for entry in index.models:
+        for scorer in experiment.scoring.scorers:
+            generations, out = run_dir / entry.generations_dir, score_path(run_dir, entry, scorer)
+            tasks.append(Task("score", f"{entry.label} {score_file_stem(scorer)}",
+                              _score_status(scorer, generations, out, entry.label),
+                              lambda s=scorer, g=generations, o=out, m=entry.label: score_answers(s, g, o, m,
+                                                                                                 experiment)))
+    tasks.append(Task("metrics", "all models", "pending", lambda: write_run_metrics(index, run_dir)))
+    if experiment.capability is not None:
+        tasks.append(Task("capability", "all models", "pending",
+                          lambda: run_capability(experiment, run_dir, data_dir)))
+    if experiment.winrate is not None:
+        tasks.append(Task("winrate", f"vs {experiment.winrate.reference}", "pending",
+                          lambda: run_winrate(experiment, run_dir, data_dir)))
+    tasks.append(Task("report", "all models", "pending", lambda: write_run_report(run_dir)))
+    return tasks
+
+
+def train_config(experiment: ExperimentConfig, entry: ModelEntry, data_out: Path) -> TrainConfig:
+    """The train settings of one adapter: the ``train`` section on this model's mixture, base model and template."""
+    assert experiment.train is not None and entry.k is not None
+    update: dict[str, Any] = {
+        "base_model": entry.base_model,
+        "template": entry.template,
+        "train_file": data_out / f"mixture-{entry.k}.jsonl",
+        "val_file": data_out / "val.jsonl",
+    }
+    if "seed" not in experiment.train.model_fields_set:
+        update["seed"] = experiment.seed
+    return experiment.train.model_copy(update=update)
+
+
+def generate_config(experiment: ExperimentConfig, entry: ModelEntry, run_dir: Path) -> GenerateConfig:
+    """The generate settings of one model: the ``generate`` section with this model, adapter, template and preset."""
+    assert experiment.generate is not None
+    adapter = None if entry.train_dir is None else run_dir / entry.train_dir / "adapter"
+    return experiment.generate.model_copy(update={
+        "base_model": entry.base_model, "adapter": adapter, "template": entry.template, "preset": entry.preset,
+    })
+
+
+def score_path(run_dir: Path, entry: ModelEntry, scorer: ScorerEntry) -> Path:
+    """``RUN_DIR/scores/<slug>/<scorer>.jsonl``."""
+    return run_dir / entry.scores_dir / f"{score_file_stem(scorer)}.jsonl"
+
+
+# ------------------------------------------------------------------------------------------------ statuses
+
+
+def _data_status(experiment: ExperimentConfig, data_out: Path) -> str:
+    import json
+
+    manifest = data_out / "manifest.json"
+    if not manifest.is_file():
+        return "pending"
+    recorded = json.loads(manifest.read_text(encoding="utf-8")).get("config_hash")
+    return "done" if recorded == _data_hash(experiment) else "redo"
+
+
+def _train_status(config: TrainConfig, out: Path) -> str:
+    if not out.exists():
+        return "pending"
+    if not (config.train_file and config.train_file.is_file() and config.val_file and config.val_file.is_file()):
+        return "redo"  # the mixtures are rebuilt first; the run hash will tell
+    from safemix.train.recipe import train_status
+
+    return {"absent": "pending", "partial": "resume", "finished": "done", "stale": "redo"}[train_status(config, out)]
+
+
+def _generate_status(out: Path) -> str:
+    from safemix.generate.output import read_manifest
+
+    manifest = read_manifest(out)
+    if manifest is None:
+        return "pending"
+    complete = all(entry.get("complete") for entry in manifest["suites"].values())
+    return "done" if complete else "resume"  # settings are checked when the stage runs, after training
+
+
+def _score_status(scorer: ScorerEntry, generations: Path, out: Path, model: str) -> str:
+    from safemix.scoring.run import scores_up_to_date
+
+    if not out.is_file():
+        return "pending"
+    if not generations.is_dir():
+        return "redo"
+    return "done" if scores_up_to_date(scorer.name, scorer.settings, generations, out, model) else "redo"
+
+
+# ------------------------------------------------------------------------------------------------ stage actions
+
+
+def _data_hash(experiment: ExperimentConfig) -> str:
+    """The hash recorded in the mixtures' manifest: the settings that decide the mixtures."""
+    from safemix.files import canonical_json, sha256_text
+
+    return sha256_text(canonical_json({"data": experiment.data.model_dump(mode="json"), "seed": experiment.seed}))[:12]
+
+
+def build_data(experiment: ExperimentConfig, data_out: Path, data_dir: Path | None) -> None:
+    """Build the mixtures (deterministic: rebuilding unchanged inputs writes the same bytes)."""
+    from safemix.data.mixture import build_mixtures
+
+    d = experiment.data
+    build_mixtures(d.general, d.safety, d.n_general, d.n_safety, data_out, val_size=d.val_size,
+                   seed=experiment.seed, data_dir=data_dir, config_hash=_data_hash(experiment))
+
+
+def train_model(config: TrainConfig, out: Path) -> None:
+    """Train one adapter, resuming a killed run; a finished run with other settings or inputs is replaced."""
+    from safemix.train.recipe import train, train_status
+
+    if train_status(config, out) == "stale":
+        log.warning("%s holds a run with other settings or inputs; training it again", out)
+        shutil.rmtree(out)
+    train(config, out)
+
+
+def generate_answers(config: GenerateConfig, out: Path, data_dir: Path | None) -> None:
+    """Answer every suite, resuming a killed run; answers made with other settings are replaced."""
+    from safemix.generate.runner import generate_suites, stale_reason
+
+    reason = stale_reason(config, out, data_dir)
+    if reason:
+        log.warning("%s: answers were made with other settings (%s); generating them again", out, reason)
+    generate_suites(config, out, data_dir=data_dir, overwrite=reason is not None)
+
+
+def score_answers(scorer: ScorerEntry, generations: Path, out: Path, model: str, experiment: ExperimentConfig) -> None:
+    """Score one model's answers with one scorer, unless the scores file already holds exactly that."""
+    from safemix.scoring.cache import default_cache_root
+    from safemix.scoring.run import score_file, scores_up_to_date
+
+    if scores_up_to_date(scorer.name, scorer.settings, generations, out, model):
+        return
+    assert experiment.scoring is not None
+    score_file(scorer.name, scorer.settings, generations, out, model=model,
+               cache_dir=experiment.scoring.cache_dir or default_cache_root())
+
+
+def write_run_metrics(index: RunIndex, run_dir: Path) -> None:
+    """``metrics.csv`` and ``metrics.json`` over every model and scorer of the run."""
+    from safemix.metrics import compute_metrics, read_scores, write_metrics
+
+    files = [run_dir / entry.scores_dir / f"{stem}.jsonl" for entry in index.models for stem in index.scorers]
+    write_metrics(compute_metrics(read_scores(files)), run_dir)
+
+
+def run_capability(experiment: ExperimentConfig, run_dir: Path, data_dir: Path | None) -> None:
+    """lm-eval benchmarks for every model (finished tasks are kept); ``RUN_DIR/capability/metrics.json``."""
+    from safemix.capability.stage import run_capability_stage
+
+    assert experiment.capability is not None
+    run_capability_stage(experiment.capability, run_dir, data_dir)
+
+
+def run_winrate(experiment: ExperimentConfig, run_dir: Path, data_dir: Path | None) -> None:
+    """Pairwise win rate of every model against the reference (cached judgements are reused)."""
+    from safemix.winrate.stage import run_winrate_stage
+
+    assert experiment.winrate is not None
+    run_winrate_stage(experiment.winrate, run_dir, data_dir)
+
+
+def write_run_report(run_dir: Path) -> None:
+    """``report.html``, ``report.md`` and ``summary.csv`` in the run directory."""
+    from safemix.report import write_report
+
+    write_report([run_dir], run_dir)
+
+
+def headline_text(run_dir: Path) -> str:
+    """The report's headline tables as plain text (what ``safemix run`` prints when it ends)."""
+    from safemix.report.content import headline_section
+    from safemix.report.render import render_text
+    from safemix.report.runs import load_runs
+
+    return render_text(headline_section(load_runs([run_dir])))
