@@ -194,3 +194,16 @@ def test_the_vllm_backend_without_vllm_names_what_to_install(tiny_model_dir: Pat
                                      "install vllm in an environment whose torch and transformers versions vllm "
                                      "supports, or run 'vllm serve' and use --backend openai")
     assert not (tmp_path / "out").exists()  # a run that cannot start leaves no manifest behind
+
+
+def test_dtype_auto_is_recorded_as_the_dtype_that_ran(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from safemix.models import resolve_dtype
+
+    prompts = write_prompt_file(tmp_path / "mine.jsonl", 4)
+    out = tmp_path / "auto"
+    result = run_cli("generate", "--base-model", str(tiny_model_dir), "--out", str(out), "--suite", str(prompts),
+                     "--suite-category", "general", "--max-new-tokens", "4", "--dtype", "auto", "--quiet")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["dtype"] == resolve_dtype("auto", "cpu") != "auto"
+    assert (out / "mine.jsonl").read_text().count("\n") == 4

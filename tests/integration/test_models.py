@@ -65,7 +65,24 @@ def test_hub_id_offline_and_not_cached_is_one_clear_error(monkeypatch: pytest.Mo
 
 
 def test_gpu_options_on_cpu_name_the_option(tiny_model_dir: Path) -> None:
-    with pytest.raises(InputError, match="^--dtype bfloat16 needs a CUDA device"):
-        load_model_and_tokenizer(str(tiny_model_dir), dtype="bfloat16")
+    with pytest.raises(InputError, match="^--dtype float16 needs a CUDA device"):
+        load_model_and_tokenizer(str(tiny_model_dir), dtype="float16")
     with pytest.raises(InputError, match="^--load-in-8bit needs a CUDA device"):
         load_model_and_tokenizer(str(tiny_model_dir), load_in_8bit=True)
+
+
+def test_bfloat16_on_a_cpu_needs_native_support(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from safemix.models import resolve_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_dtype("auto", "cpu") == "float32"
+    with pytest.raises(InputError, match="^--dtype bfloat16: this CPU has no native bfloat16"):
+        load_model_and_tokenizer(str(tiny_model_dir), dtype="bfloat16")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_dtype("auto", "cpu") == "bfloat16"
+    model, _ = load_model_and_tokenizer(str(tiny_model_dir), dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+

@@ -77,7 +77,7 @@ def test_resume_after_kill_gives_the_uninterrupted_adapter(
         ("missing-model", "no-such-model: model not found: not a directory, a Hugging Face id or a built-in name"),
         ("not-a-mixture", "line 1: not a mixture record: field 'id': Field required"),
         ("empty-val", "val.jsonl: file is empty"),
-        ("bf16-on-cpu", "--dtype bfloat16 needs a CUDA device (running on cpu)"),
+        ("fp16-on-cpu", "--dtype float16 needs a CUDA device (running on cpu)"),
         ("4bit-on-cpu", "--load-in-4bit needs a CUDA device (running on cpu)"),
         ("bad-batch", "train.batch_size 10 must be a multiple of train.micro_batch_size 4 x 1 process(es)"),
     ],
@@ -96,8 +96,8 @@ def test_bad_input_exits_2_with_one_line(
     elif case == "empty-val":
         val_file = tmp_path / "val.jsonl"
         val_file.write_text("")
-    elif case == "bf16-on-cpu":
-        extra = ["--dtype", "bfloat16"]
+    elif case == "fp16-on-cpu":
+        extra = ["--dtype", "float16"]
     elif case == "4bit-on-cpu":
         extra = ["--load-in-4bit"]
     elif case == "bad-batch":
@@ -141,3 +141,16 @@ def test_two_processes_under_accelerate_launch_write_one_adapter(
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert log["val_loss"][-1]["loss"] < log["val_loss"][0]["loss"]
     assert log["train_loss"][-1]["loss"] < log["train_loss"][0]["loss"]
+
+
+@pytest.mark.skipif(not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()),
+                    reason="this CPU has no native bfloat16")
+def test_bfloat16_autocast_on_a_cpu_trains_and_records_the_dtype(
+    tiny_model_dir: Path, tiny_mixture: tuple[Path, Path], tmp_path: Path
+) -> None:
+    assert run_main(*train_args(tiny_model_dir, tiny_mixture, tmp_path / "bf16", "--max-steps", "4", "--dtype", "auto")) == 0
+    log = read_log(tmp_path / "bf16")
+    assert log["dtype"] == "bfloat16"
+    assert log["val_loss"][-1]["loss"] < log["val_loss"][0]["loss"]
+    weights = load_file(tmp_path / "bf16" / "adapter" / "adapter_model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float32}  # LoRA weights stay float32

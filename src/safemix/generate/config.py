@@ -91,7 +91,9 @@ class GenerateConfig(BaseModel):
     preset: str = "greedy"
     decoding: DecodingOverrides = Field(default_factory=DecodingOverrides)
     batch_size: int = Field(default=16, ge=1, description="prompts per batch (hf, vllm, fake)")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="float32", description="weights' dtype; auto: bfloat16 where the device computes it natively (hf, vllm)"
+    )
     device: str = "cpu"
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
 

@@ -140,7 +140,16 @@ def run_settings(config: GenerateConfig, decoding: DecodingConfig) -> dict[str, 
                 "decoding": decoding.model_dump()}
     model, adapter, template = _local_model_settings(config, base_model)
     return {"backend": config.backend, "model": model, "adapter": adapter, "template": template,
-            "dtype": config.dtype, "decoding": decoding.model_dump()}
+            "dtype": _resolved_dtype(config), "decoding": decoding.model_dump()}
+
+
+def _resolved_dtype(config: GenerateConfig) -> str:
+    """The dtype the model runs in (``auto`` resolved for the device), so that manifests say what ran."""
+    if config.backend == "fake":
+        return config.dtype
+    from safemix.models import resolve_dtype
+
+    return resolve_dtype(config.dtype, config.device)
 
 
 def _local_model_settings(config: GenerateConfig, base_model: str) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
@@ -188,11 +197,11 @@ def build_generator(config: GenerateConfig, decoding: DecodingConfig, template: 
         from safemix.generate.vllm_backend import VLLMGenerator
 
         return VLLMGenerator.load(base_model, config.adapter, cast(TemplateName, template), decoding, config.batch_size,
-                                  dtype=config.dtype)
+                                  dtype=_resolved_dtype(config))
     from safemix.generate.hf_backend import HFGenerator
 
     return HFGenerator.load(base_model, config.adapter, cast(TemplateName, template), decoding, config.batch_size,
-                            dtype=config.dtype, device=config.device)
+                            dtype=_resolved_dtype(config), device=config.device)
 
 
 def _run_suite(generator: Generator, suite: Suite, prompts: list[Prompt], done: dict[str, Generation], out_dir: Path,

@@ -57,7 +57,11 @@ class TrainConfig(BaseModel):
         default=None, gt=0, description="round each micro-batch's width up to a multiple (Alpaca-LoRA pads to 8)"
     )
     seed: int = 0
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(default="float32", description="CUDA only unless float32")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="float32",
+        description="float16: CUDA only; bfloat16: CUDA, or a CPU with native bfloat16 (autocast); "
+        "auto: bfloat16 where native, else float32",
+    )
     load_in_4bit: bool = Field(default=False, description="QLoRA: base in 4-bit NF4 (bitsandbytes, CUDA)")
     load_in_8bit: bool = Field(default=False, description="base in 8-bit (bitsandbytes, CUDA)")
     gradient_checkpointing: bool = Field(default=False, description="trade compute for activation memory")

@@ -22,10 +22,12 @@ from safemix.errors import InputError, input_error
 from safemix.files import canonical_json, sha256_file, sha256_text, write_dir_atomic
 from safemix.models import (
     AdapterInfo,
+    Dtype,
     base_model_fingerprint,
     check_device_options,
     load_base_model,
     load_tokenizer,
+    resolve_dtype,
     resolve_model,
 )
 from safemix.progress import progress_bar
@@ -81,6 +83,7 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
     """
     import torch
     from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
     out_dir = Path(out_dir)
@@ -90,7 +93,8 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
     if not processes.is_main_process:
         logging.getLogger("safemix").setLevel(logging.WARNING)  # one process reports; the others stay quiet
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # it logs every checkpoint file at INFO
-    check_device_options("cpu" if on_cpu else "cuda", config.dtype, config.load_in_4bit, config.load_in_8bit)
+    dtype = resolve_dtype(config.dtype, "cpu" if on_cpu else "cuda")
+    check_device_options("cpu" if on_cpu else "cuda", dtype, config.load_in_4bit, config.load_in_8bit)
 
     # 1. Inputs: the mixture, the validation split and the base model, all checked before any weights load.
     train_file, val_file = _input_files(config)
@@ -113,15 +117,17 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
     val_set = _encode(val_examples, config, template, tokenizer)
     _check_loss_tokens(config, train_set, val_set)
 
-    # 3. Model, optimizer, schedule, under accelerate.
+    # 3. Model, optimizer, schedule, under accelerate. Its mixed-precision state is per process and fixed once set;
+    # forget it (the process group in PartialState stays) so that runs with another dtype can follow in one process.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=on_cpu,
         gradient_accumulation_steps=micro_batches_per_step // processes.num_processes,
-        mixed_precision=MIXED_PRECISION[config.dtype],
+        mixed_precision=MIXED_PRECISION[dtype],
         step_scheduler_with_optimizer=False,  # stepped by hand, once per optimizer step
     )
     set_seed(config.seed)
-    model = _lora_model(config, resolved, str(accelerator.device))
+    model = _lora_model(config, resolved, str(accelerator.device), dtype)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -163,6 +169,7 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
 
     # 6. The best checkpoint's adapter becomes out_dir/adapter; the log, plot and manifest complete the run.
     facts = {
+        "dtype": dtype,
         "n_train": len(train_set),
         "n_val": len(val_set),
         "n_processes": accelerator.num_processes,
@@ -268,12 +275,14 @@ def _check_loss_tokens(config: TrainConfig, train_set: list[Encoded], val_set: l
         log.warning("%d training examples have no answer tokens within cutoff_len %d", silent, config.cutoff_len)
 
 
-def _lora_model(config: TrainConfig, resolved: Path | str, device: str) -> Any:
+def _lora_model(config: TrainConfig, resolved: Path | str, device: str, dtype: Dtype) -> Any:
     """Load the base model and wrap it with fresh LoRA adapters (only their weights train)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    # On a CPU, bfloat16 means autocast (accelerate's mixed precision) over float32 weights.
+    weights_dtype = "float32" if device == "cpu" else dtype
     model = load_base_model(
-        resolved, dtype=config.dtype, device=device, load_in_4bit=config.load_in_4bit, load_in_8bit=config.load_in_8bit
+        resolved, dtype=weights_dtype, device=device, load_in_4bit=config.load_in_4bit, load_in_8bit=config.load_in_8bit
     )
     model.config.use_cache = False  # the KV cache only costs memory during training
     if config.load_in_4bit or config.load_in_8bit:
