@@ -408,8 +408,10 @@ def load_base_model(
     """
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as transformers_logging
 
     check_device_options(device, dtype, load_in_4bit, load_in_8bit)
+    transformers_logging.disable_progress_bar()  # its per-file "Loading weights" bars would break safemix's own
     quantization = quantization_config(load_in_4bit, load_in_8bit, dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(

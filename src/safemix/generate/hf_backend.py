@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class HFGenerator(Generator):
-    """Generates with a transformers causal LM (a ``PeftModel`` when an adapter is loaded).
+    """Generates with a transformers causal LM (an adapter is merged into it when loaded).
 
     Args:
         model: the model, in eval mode with ``use_cache=True``.
@@ -46,8 +46,15 @@ class HFGenerator(Generator):
     @classmethod
     def load(cls, base_model: str, adapter: Path | None, template_name: TemplateName, decoding: DecodingConfig,
              batch_size: int, *, dtype: Dtype = "float32", device: str = "cpu") -> HFGenerator:
-        """Load the base model (and adapter) and build a generator on it."""
+        """Load the base model (and adapter) and build a generator on it.
+
+        An adapter is merged into the base weights: every decoding step then runs the base model's matmuls only,
+        instead of two more small ones per adapted module (with LoRA on every projection of SmolLM2-135M in
+        bfloat16 on a CPU, unmerged generation took over twice as long).
+        """
         model, tokenizer = load_model_and_tokenizer(base_model, adapter, dtype=dtype, device=device)
+        if adapter is not None:
+            model = model.merge_and_unload()
         return cls(model, tokenizer, get_template(template_name, tokenizer), decoding, batch_size)
 
     def iter_batches(self, prompts: Sequence[Prompt]) -> Iterator[list[Generation]]:

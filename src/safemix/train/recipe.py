@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -299,7 +300,9 @@ def _lora_model(config: TrainConfig, resolved: Path | str, device: str, dtype: D
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, lora)
+        with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates; nothing to act on
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, lora)
     except ValueError as err:  # peft: "Target modules {...} not found in the base model"
         raise InputError(f"train.lora.target_modules {config.lora.target_modules}: {err}") from None
 
