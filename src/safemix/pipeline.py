@@ -113,14 +113,18 @@ def plan_index(experiment: ExperimentConfig, data_dir: Path | None) -> RunIndex:
     base_models = sweep.base_models or [experiment.train.base_model]
     templates = sweep.templates or [experiment.train.template]
     presets = sweep.presets or [experiment.generate.preset]
+    formats = experiment.data.formats
     models = []
     for base_model in base_models:
         for template in templates:
             for preset in presets:
                 axes = {"model": (base_model, len(base_models) > 1), "template": (template, len(templates) > 1),
                         "preset": (preset, len(presets) > 1)}
-                ks: list[int | None] = [None] if sweep.include_base_model else []
-                models += [_model_entry(axes, k) for k in ks + sorted(experiment.data.n_safety)]
+                if sweep.include_base_model:
+                    models.append(_model_entry(axes, None, None))
+                for safety_format in formats:
+                    format_axis = (safety_format, len(formats) > 1) if formats != ["instruction"] else None
+                    models += [_model_entry(axes, format_axis, k) for k in sorted(experiment.data.n_safety)]
     suites = load_suites(experiment.generate, data_dir)
     return RunIndex(
         name=experiment.name,
@@ -131,14 +135,19 @@ def plan_index(experiment: ExperimentConfig, data_dir: Path | None) -> RunIndex:
     )
 
 
-def _model_entry(axes: dict[str, tuple[str, bool]], k: int | None) -> ModelEntry:
-    """One model of the sweep; its label spells out only the axes that vary in the run."""
+def _model_entry(axes: dict[str, tuple[str, bool]], format_axis: tuple[str, bool] | None, k: int | None) -> ModelEntry:
+    """One model of the sweep; its label spells out only the axes that vary in the run.
+
+    ``format_axis`` is (the safety examples' format, whether formats vary), or None when the run uses the safety
+    set as it is; the untuned base model has none.
+    """
     base_model, template, preset = (axes[name][0] for name in ("model", "template", "preset"))
     varying = [(name, value) for name, (value, varies) in axes.items() if varies]
     model_part = [value.replace("/", "-") for name, value in varying if name == "model"]
     template_part = [value for name, value in varying if name == "template"]
+    format_part = [format_axis[0]] if format_axis and format_axis[1] else []
     k_part = BASE_LABEL if k is None else f"k{k}"
-    label = "/".join([*model_part, *template_part, k_part])
+    label = "/".join([*model_part, *template_part, *format_part, k_part])
     train_slug = _slug(label)
     preset_part = [value for name, value in varying if name == "preset"]
     if preset_part:
@@ -153,6 +162,7 @@ def _model_entry(axes: dict[str, tuple[str, bool]], k: int | None) -> ModelEntry
         template=template,
         preset=preset,
         k=k,
+        format=format_axis[0] if format_axis else None,
         train_dir=None if k is None else f"train/{train_slug}",
         generations_dir=f"generations/{slug}",
         scores_dir=f"scores/{slug}",
@@ -172,15 +182,17 @@ def score_file_stem(entry: ScorerEntry) -> str:
 def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, data_dir: Path | None) -> list[Task]:
     """Every task of the run in execution order, with what the run directory already holds for each."""
     assert experiment.scoring is not None
-    data_out = run_dir / DATA_DIR
-    tasks = [Task("data", "mixtures", _data_status(experiment, data_out),
-                  lambda: build_data(experiment, data_out, data_dir))]
+    tasks = []
+    for safety_format in experiment.data.formats:
+        data_out = mixtures_dir(experiment, run_dir, safety_format)
+        tasks.append(Task("data", f"mixtures {data_out.relative_to(run_dir)}", _data_status(experiment, data_out),
+                          lambda f=safety_format, o=data_out: build_data(experiment, f, o, data_dir)))
     trained: set[str] = set()
     for entry in index.models:
         if entry.train_dir is None or entry.train_dir in trained:
             continue  # presets share one adapter
         trained.add(entry.train_dir)
-        config = train_config(experiment, entry, data_out)
+        config = train_config(experiment, entry, mixtures_dir(experiment, run_dir, entry.format or "instruction"))
         out = run_dir / entry.train_dir
         tasks.append(Task("train", entry.label, _train_status(config, out), lambda c=config, o=out: train_model(c, o)))
     for entry in index.models:
@@ -204,6 +216,11 @@ def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, dat
                           lambda: run_winrate(experiment, run_dir, data_dir)))
     tasks.append(Task("report", "all models", "pending", lambda: write_run_report(run_dir)))
     return tasks
+
+
+def mixtures_dir(experiment: ExperimentConfig, run_dir: Path, safety_format: str) -> Path:
+    """``RUN_DIR/data``, or ``RUN_DIR/data/<format>`` when the run sweeps several safety formats."""
+    return run_dir / DATA_DIR / safety_format if len(experiment.data.formats) > 1 else run_dir / DATA_DIR
 
 
 def train_config(experiment: ExperimentConfig, entry: ModelEntry, data_out: Path) -> TrainConfig:
@@ -287,13 +304,14 @@ def _data_hash(experiment: ExperimentConfig) -> str:
     return sha256_text(canonical_json({"data": experiment.data.model_dump(mode="json"), "seed": experiment.seed}))[:12]
 
 
-def build_data(experiment: ExperimentConfig, data_out: Path, data_dir: Path | None) -> None:
-    """Build the mixtures (deterministic: rebuilding unchanged inputs writes the same bytes)."""
+def build_data(experiment: ExperimentConfig, safety_format: Any, data_out: Path, data_dir: Path | None) -> None:
+    """Build the mixtures of one safety format (deterministic: rebuilding unchanged inputs writes the same bytes)."""
     from safemix.data.mixture import build_mixtures
 
     d = experiment.data
     build_mixtures(d.general, d.safety, d.n_general, d.n_safety, data_out, val_size=d.val_size,
-                   seed=experiment.seed, data_dir=data_dir, config_hash=_data_hash(experiment))
+                   seed=experiment.seed, data_dir=data_dir, config_hash=_data_hash(experiment),
+                   safety_format=safety_format, safety_questions=d.safety_questions)
 
 
 def train_model(config: TrainConfig, out: Path) -> None:

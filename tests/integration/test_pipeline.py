@@ -133,3 +133,39 @@ def test_a_run_killed_mid_generation_resumes_with_every_answer_exactly_once(
             assert lines == (whole / "generations" / label / f"{suite}.jsonl").read_text().splitlines()
     for name in ("metrics.csv", "summary.csv"):
         assert (out / name).read_bytes() == (whole / name).read_bytes()
+
+
+def test_a_format_sweep_trains_one_adapter_per_safety_format(tiny_model_dir: Path, tmp_path: Path) -> None:
+    starter = REPO_ROOT / "src" / "safemix" / "starter" / "safety.jsonl"
+    questions = tmp_path / "safety-questions.jsonl"
+    with questions.open("w", encoding="utf-8") as handle:
+        for line in starter.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            record["instruction"] = "Could you tell me: " + record["instruction"].rstrip(".?!") + "?"
+            handle.write(json.dumps(record) + "\n")
+    config = {
+        "name": "format-sweep",
+        "data": {"general": "starter-general", "safety": "starter-safety", "safety_questions": str(questions),
+                 "formats": ["instruction", "question", "mixed"], "n_general": 16, "n_safety": [8], "val_size": 8},
+        "train": {"base_model": str(tiny_model_dir), "template": "chat", "batch_size": 8, "micro_batch_size": 8,
+                  "max_steps": 2, "eval_steps": 2, "warmup_steps": 1},
+        "generate": {"suites": ["starter-harmful"], "decoding": {"max_new_tokens": 4}},
+        "scoring": {"scorers": [{"name": "refusal-strmatch"}]},
+    }
+    path = tmp_path / "formats.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--quiet")
+    assert result.returncode == 0, result.stderr
+
+    run_dir = tmp_path / "run"
+    index = read_run_index(run_dir)
+    assert [(entry.label, entry.format) for entry in index.models] == [
+        ("base", None), ("instruction/k8", "instruction"), ("question/k8", "question"), ("mixed/k8", "mixed")]
+    safety_lines = {}
+    for safety_format in ("instruction", "question", "mixed"):
+        rows = [json.loads(line) for line in (run_dir / "data" / safety_format / "mixture-8.jsonl").read_text().splitlines()]
+        safety_lines[safety_format] = sorted(row["instruction"] for row in rows if row["category"] == "safety")
+        assert (run_dir / "train" / f"{safety_format}__k8" / "adapter" / "adapter_model.safetensors").is_file()
+    asked = [sum(text.startswith("Could you tell me: ") for text in lines) for lines in safety_lines.values()]
+    assert asked == [0, 8, 4]
+    assert "format" in (run_dir / "report.md").read_text().lower()
