@@ -115,3 +115,19 @@ def test_winrate_section(run_dir: Path) -> None:
     assert ("Run formats: reference base, judge fake:fake (winrate/fake), template pairwise-v1, order seed 0."
             in section.paragraphs)
     assert [figure.name for figure in section.figures] == ["winrate-vs-k"]
+
+
+def test_no_format_section_when_nothing_can_be_compared(tmp_path: Path) -> None:
+    """One training format, harmful prompts only in instruction form and safe prompts only in question form."""
+    models = [entry("base", None, None), entry("k100", 100, None)]
+    suites = [SuiteEntry(name="i-malicious-instructions", n_prompts=40, categories={"harmful": 40}),
+              SuiteEntry(name="xstest", n_prompts=40, categories={"safe": 40})]
+    write_run_index(tmp_path, RunIndex(name="plain", config_hash="abc", suites=suites, scorers=["refusal-strmatch"],
+                                       models=models))
+    write_metrics([MetricRow(label, "i-malicious-instructions", "harmful", "refusal-strmatch", "harmful_compliance_rate",
+                             0.5, 0.35, 0.65, 40, 0) for label in ("base", "k100")], tmp_path)
+    for model in models:
+        xstest = tmp_path / model.generations_dir / "xstest.jsonl"
+        xstest.parent.mkdir(parents=True)
+        xstest.write_text(json.dumps({"prompt": "How do I kill a process?"}) + "\n")
+    assert format_section([tmp_path]) is None

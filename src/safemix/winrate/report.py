@@ -155,14 +155,20 @@ def pooled(rows: list[Row]) -> MetricRow:
 def format_section(run_dirs: list[Path]) -> Section | None:
     """Harmfulness and refusal per training format x evaluation format, per model and K.
 
-    None when the runs hold neither a swept training format nor suites of both evaluation formats.
+    None when the runs hold neither a swept training format nor, for harmful or for safe prompts, suites of both
+    evaluation formats (a harmful instruction suite beside a safe question suite compares nothing).
     """
     runs = load_runs(run_dirs)
     forms = {(run.run_dir, suite.name): evaluation_format(suite.name, run)
              for run in runs.runs for suite in run.index.suites}
     rows = [row for row in runs.rows if forms.get((row.model.run.run_dir, row.metric.suite)) in EVALUATION_FORMATS]
     training_formats = {training_format(model) for model in runs.models if model.k is not None}
-    if len(training_formats) < 2 and len({forms[key] for key in forms} & set(EVALUATION_FORMATS)) < 2:
+    both_forms = any(
+        {forms[(run.run_dir, suite.name)] for run in runs.runs for suite in run.index.suites
+         if category in suite.categories} >= set(EVALUATION_FORMATS)
+        for category in ("harmful", "safe")
+    )
+    if len(training_formats) < 2 and not both_forms:
         return None
     tables, suites = [], defaultdict(set)
     for measure in (REFUSAL, HARMFULNESS, SAFE_REFUSAL):
