@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safemix.capability.config import CapabilityConfig
+from safemix.checks import distinct
 from safemix.data.catalog import get_source
 from safemix.data.mixture import SafetyFormat
 from safemix.data.sources import SourceSpec
@@ -56,16 +57,12 @@ class DataConfig(BaseModel):
     def _distinct_non_negative(cls, values: list[int]) -> list[int]:
         if any(value < 0 for value in values):
             raise ValueError("every value must be >= 0")
-        if len(set(values)) != len(values):
-            raise ValueError("values must be distinct")
-        return values
+        return list(distinct(values))
 
     @field_validator("formats")
     @classmethod
     def _distinct_formats(cls, values: list[SafetyFormat]) -> list[SafetyFormat]:
-        if len(set(values)) != len(values):
-            raise ValueError("values must be distinct")
-        return values
+        return list(distinct(values))
 
     @model_validator(mode="after")
     def _questions_for_question_formats(self) -> DataConfig:
@@ -90,9 +87,7 @@ class SweepConfig(BaseModel):
     @field_validator("base_models", "templates", "presets")
     @classmethod
     def _distinct(cls, values: list[str] | None) -> list[str] | None:
-        if values is not None and len(set(values)) != len(values):
-            raise ValueError("values must be distinct")
-        return values
+        return None if values is None else list(distinct(values))
 
     @field_validator("presets")
     @classmethod

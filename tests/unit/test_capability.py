@@ -56,7 +56,7 @@ def test_defaults_are_the_papers_three_tasks_zero_shot() -> None:
 @pytest.mark.parametrize(("raw", "message"), [
     ({"tasks": ["hellaswag"]}, "Input should be 'piqa', 'boolq', 'openbookqa', 'arc_easy', 'arc_challenge' or "
                                "'winogrande'"),
-    ({"tasks": ["piqa", "piqa"]}, "tasks must be distinct"),
+    ({"tasks": ["piqa", "piqa"]}, r"values must be distinct \('piqa' repeats\)"),
     ({"tasks": []}, "List should have at least 1 item"),
     ({"limit": 0}, "Input should be greater than or equal to 1"),
     ({"num_fewshot": -1}, "Input should be greater than or equal to 0"),

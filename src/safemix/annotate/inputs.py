@@ -11,11 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from safemix.data.readers import read_rows
 from safemix.errors import InputError, input_error
 from safemix.files import sha256_file
+from safemix.generate.output import read_generations
 from safemix.records import Generation
 from safemix.run_index import RUN_INDEX, read_run_index
 from safemix.scoring.inputs import generations_model_name, input_files
@@ -67,15 +65,9 @@ def _read_one(path: Path, name: str) -> ModelAnswers:
     answers: dict[str, Generation] = {}
     files = input_files(path)
     for file in files:
-        for row in read_rows(file, "jsonl"):
-            try:
-                record = Generation.model_validate(row.values)
-            except ValidationError as err:
-                problem = err.errors()[0]
-                where = ".".join(str(part) for part in problem["loc"])
-                raise input_error(file, f"not a generation record ({where}: {problem['msg']})", row.where) from None
+        for record in read_generations(file):
             if record.id in answers:
-                raise input_error(file, f"prompt id {record.id!r} occurs twice in {path}", row.where)
+                raise input_error(file, f"prompt id {record.id!r} occurs twice in {path}")
             answers[record.id] = record
     return ModelAnswers(name, str(path), {str(file): sha256_file(file) for file in files}, answers)
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from safemix.checks import distinct
 from safemix.data.catalog import cache_dir, offline
 
 CapabilityTask = Literal["piqa", "boolq", "openbookqa", "arc_easy", "arc_challenge", "winogrande"]
@@ -47,9 +48,7 @@ class CapabilityConfig(BaseModel):
     @field_validator("tasks")
     @classmethod
     def _distinct(cls, values: list[str]) -> list[str]:
-        if len(set(values)) != len(values):
-            raise ValueError("tasks must be distinct")
-        return values
+        return list(distinct(values))
 
 
 def resolve_source(config: CapabilityConfig, data_dir: Path | None) -> TaskSource:

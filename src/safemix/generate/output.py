@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
+from safemix.data.readers import read_rows
 from safemix.data.suites import Suite
 from safemix.errors import input_error
 from safemix.files import write_json_atomic, write_jsonl_atomic
@@ -163,3 +164,26 @@ def finalize_suite(path: Path, suite: Suite, done: dict[str, Generation]) -> Non
     if missing:
         raise RuntimeError(f"{path}: {len(missing)} prompt(s) have no answer, first {missing[0]!r}")
     write_jsonl_atomic(path, (done[prompt.id].model_dump(mode="json") for prompt in suite.prompts))
+
+
+def read_generations(path: Path) -> list[Generation]:
+    """Read one generations file (``safemix generate`` records) in file order; prompt ids must be unique.
+
+    Raises:
+        InputError: the file is missing or unreadable, a line is not a generation record, or an id repeats.
+    """
+    records: list[Generation] = []
+    seen: set[str] = set()
+    for row in read_rows(path, "jsonl"):
+        try:
+            record = Generation.model_validate(dict(row.values))
+        except ValidationError as err:
+            problem = err.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise input_error(path, f"not a generation record ({where}: {problem['msg']})", row.where) from None
+        if record.id in seen:
+            raise input_error(path, f"prompt id {record.id!r} occurs more than once", row.where)
+        seen.add(record.id)
+        records.append(record)
+    return records
+

@@ -20,12 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 import safemix
-from safemix.data.readers import read_rows
 from safemix.errors import input_error
 from safemix.files import canonical_json, sha256_file, write_json_atomic, write_jsonl_atomic
+from safemix.generate.output import read_generations
 from safemix.metrics import wilson_interval
 from safemix.records import Generation
 from safemix.scoring.base import Judgement
@@ -94,19 +92,7 @@ def read_answers(path: Path, name: str) -> Answers:
     Raises:
         InputError: the file is missing or unreadable, a line is not a generation record, or an id repeats.
     """
-    records: list[Generation] = []
-    seen: set[str] = set()
-    for row in read_rows(path, "jsonl"):
-        try:
-            record = Generation.model_validate(dict(row.values))
-        except ValidationError as err:
-            problem = err.errors()[0]
-            where = ".".join(str(part) for part in problem["loc"])
-            raise input_error(path, f"not a generation record ({where}: {problem['msg']})", row.where) from None
-        if record.id in seen:
-            raise input_error(path, f"id {record.id!r} occurs more than once", row.where)
-        seen.add(record.id)
-        records.append(record)
+    records = read_generations(path)
     return Answers(name, path, records)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from safemix.checks import distinct
 from safemix.data.suites import canonical_suite_name
 from safemix.errors import InputError
 from safemix.generate.texts import ToolModelConfig
@@ -33,10 +34,7 @@ class WinrateConfig(BaseModel):
     @field_validator("suites")
     @classmethod
     def _canonical_distinct(cls, values: list[str]) -> list[str]:
-        names = [_canonical(value) for value in values]
-        if len(set(names)) != len(names):
-            raise ValueError("values must be distinct")
-        return names
+        return list(distinct([_canonical(value) for value in values]))
 
 
 def _canonical(name: str) -> str:
