@@ -61,6 +61,7 @@ def _root(
 @app.command()
 def validate(
     config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    for_run: Annotated[bool, typer.Option("--run", help="Also check it has everything 'safemix run' needs.")] = False,
     overrides: SetOption = None,
 ) -> None:
     """Validate an experiment config; print every error with its dotted path (exit 2 if any)."""
@@ -68,6 +69,10 @@ def validate(
 
     try:
         experiment = load_config(config, overrides or [])
+        if for_run:
+            from safemix.pipeline import check_runnable
+
+            check_runnable(experiment, str(config))
     except ConfigError as err:
         for problem in err.problems:
             typer.echo(f"{err.source}: {problem}", err=True)

@@ -128,10 +128,10 @@ def format_validation_error(err: ValidationError) -> list[str]:
 class ConfigError(InputError):
     """A config that fails validation; ``problems`` holds every ``dotted.path: message``."""
 
-    def __init__(self, source: str, problems: list[str]):
+    def __init__(self, source: str, problems: list[str], lister: str = "safemix validate"):
         self.source = source
         self.problems = problems
-        more = f" (and {len(problems) - 1} more; run 'safemix validate')" if len(problems) > 1 else ""
+        more = f" (and {len(problems) - 1} more; run '{lister}')" if len(problems) > 1 else ""
         super().__init__(f"{source}: {problems[0]}{more}")
 
 

@@ -98,7 +98,7 @@ def check_runnable(experiment: ExperimentConfig, source: str) -> None:
         stems = [score_file_stem(entry) for entry in experiment.scoring.scorers]
         problems += [f"scoring.scorers: {stem!r} is listed twice" for stem in sorted({s for s in stems if stems.count(s) > 1})]
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, problems, lister="safemix validate --run")
 
 
 # ------------------------------------------------------------------------------------------------ the plan
