@@ -8,7 +8,7 @@ a time; (b) with safemix (length-sorted batches, left padding). Check the answer
 beams than unbatched because padding changes the floating-point sums, so the exact-match rate is reported, not
 assumed. The last line is ``speedup=X.XX`` (time of (a) / time of (b)).
 
-    python benchmarks/generation.py --model tiny [--n-prompts 50] [--batch-size 16]
+    python benchmarks/generation.py --model tiny [--n-prompts 50] [--batch-size 32]
     python benchmarks/generation.py --model smollm2-135m-instruct [--threads 1] [--preset greedy]
 
 On a machine shared with other work, give ``--threads 1``: with one torch thread per core, every operation waits
@@ -29,7 +29,7 @@ import torch
 
 from safemix.data.catalog import default_data_dir
 from safemix.data.suites import load_suite
-from safemix.generate.config import load_presets
+from safemix.generate.config import GenerateConfig, load_presets
 from safemix.generate.hf_backend import HFGenerator
 from safemix.models import build_tiny_model, load_model_and_tokenizer
 from safemix.prompts import ALPACA_TEMPLATE, get_template
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--model", default="tiny", help="'tiny' (built here), a built-in name or a model directory")
     parser.add_argument("--suite", default="i-alpaca")
     parser.add_argument("--n-prompts", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=GenerateConfig().batch_size)
     parser.add_argument("--preset", default="paper", help="decoding preset shared by (a) and (b)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for both runs (default: torch's choice, one per core)")

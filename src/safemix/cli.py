@@ -291,7 +291,7 @@ def generate(
     preset: Annotated[str | None, typer.Option(help="Decoding preset: greedy (default) or paper (4 beams, 128 tokens).")] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Override the preset's new-token limit.")] = None,
     num_beams: Annotated[int | None, typer.Option("--num-beams", help="Override the preset's number of beams.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Prompts per batch (default 16).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Most prompts per batch (default 32).")] = None,
     template: Annotated[str | None, typer.Option(help="alpaca or chat; default: the adapter's, else alpaca.")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32 (default), bfloat16 (GPU, or a CPU with native bf16), float16 (GPU), or auto (bfloat16 where native).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu (default), cuda or cuda:N.")] = None,

@@ -207,3 +207,21 @@ def test_dtype_auto_is_recorded_as_the_dtype_that_ran(tiny_model_dir: Path, tmp_
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["dtype"] == resolve_dtype("auto", "cpu") != "auto"
     assert (out / "mine.jsonl").read_text().count("\n") == 4
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_the_generation_cache_gives_the_default_caches_answers(tiny_model_dir: Path, num_beams: int) -> None:
+    import torch
+
+    from safemix.generate.kv_cache import generation_cache
+
+    decoding = DecodingConfig(max_new_tokens=12, num_beams=num_beams)
+    generator = HFGenerator.load(str(tiny_model_dir), None, "alpaca", decoding, batch_size=8)
+    texts = [generator.template.prompt(f"Repeat the word number {n} " * (1 + n % 3)) for n in range(6)]
+    batch = generator.tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        default = generator.model.generate(**batch, generation_config=generator.generation_config)
+        cache = generation_cache(generator.model, batch["input_ids"], batch["attention_mask"], num_beams, 12)
+        assert cache is not None
+        ours = generator.model.generate(**batch, generation_config=generator.generation_config, cache=cache)
+    assert torch.equal(default, ours)

@@ -90,7 +90,7 @@ class GenerateConfig(BaseModel):
     suites: list[SuiteSpec] = Field(default_factory=list)
     preset: str = "greedy"
     decoding: DecodingOverrides = Field(default_factory=DecodingOverrides)
-    batch_size: int = Field(default=16, ge=1, description="prompts per batch (hf, vllm, fake)")
+    batch_size: int = Field(default=32, ge=1, description="most prompts per batch (hf, vllm, fake); hf balances them")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="float32", description="weights' dtype; auto: bfloat16 where the device computes it natively (hf, vllm)"
     )

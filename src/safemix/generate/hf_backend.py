@@ -3,7 +3,7 @@
 Prompts are rendered with the template the adapter was trained with, tokenised once, sorted by length (longest
 first, so a batch that does not fit in memory fails at once) and cut into batches that need little padding.
 Each batch is padded on the left with an attention mask and decoded with the KV cache until EOS or
-``max_new_tokens``. With greedy decoding a prompt gets the same answer in any batch (a test checks it).
+``max_new_tokens`` (a cache that copies less than transformers' default, see ``kv_cache``). With greedy decoding a prompt gets the same answer in any batch (a test checks it).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from safemix.generate.base import Generator, chunks, make_generation
+from safemix.generate.base import Generator, balanced_chunks, make_generation
 from safemix.generate.config import DecodingConfig
 from safemix.models import Dtype, load_model_and_tokenizer
 from safemix.prompts import PromptTemplate, TemplateName, get_template
@@ -58,18 +58,20 @@ class HFGenerator(Generator):
         return cls(model, tokenizer, get_template(template_name, tokenizer), decoding, batch_size)
 
     def iter_batches(self, prompts: Sequence[Prompt]) -> Iterator[list[Generation]]:
-        """Yield answers batch by batch, longest prompts first."""
+        """Yield answers batch by batch, longest prompts first, in balanced batches of at most ``batch_size``."""
         add_special = self.template.add_special_tokens
         token_ids = [
             self.tokenizer(self.template.prompt(prompt.prompt, prompt.input), add_special_tokens=add_special)["input_ids"]
             for prompt in prompts
         ]
         order = sorted(range(len(prompts)), key=lambda index: (-len(token_ids[index]), index))
-        for batch in chunks(order, self.batch_size):
+        for batch in balanced_chunks(order, self.batch_size):
             yield self._generate_batch([prompts[index] for index in batch], [token_ids[index] for index in batch])
 
     def _generate_batch(self, prompts: list[Prompt], token_ids: list[list[int]]) -> list[Generation]:
         import torch
+
+        from safemix.generate.kv_cache import generation_cache
 
         width = max(len(ids) for ids in token_ids)
         pad = self.tokenizer.pad_token_id
@@ -79,8 +81,11 @@ class HFGenerator(Generator):
         if self.decoding.do_sample:
             torch.manual_seed(self.decoding.seed)
         with torch.inference_mode():
+            cache = generation_cache(self.model, input_ids, attention_mask, self.decoding.num_beams,
+                                     self.decoding.max_new_tokens)
             output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                         generation_config=self.generation_config)
+                                         generation_config=self.generation_config,
+                                         **({"cache": cache} if cache is not None else {}))
         return [self._record(prompt, row[width:].tolist()) for prompt, row in zip(prompts, output, strict=True)]
 
     def _record(self, prompt: Prompt, new_tokens: list[int]) -> Generation:
