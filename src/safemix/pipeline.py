@@ -12,6 +12,7 @@ after the metrics (each skips the models it has finished). Heavy imports happen 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from safemix.config import ConfigError, ExperimentConfig, config_hash, write_resolved_config
+from safemix.files import canonical_json, sha256_text
 from safemix.generate.config import GenerateConfig
 from safemix.progress import progress_bar
 from safemix.run_index import ModelEntry, RunIndex, SuiteEntry, write_run_index
@@ -255,8 +257,6 @@ def score_path(run_dir: Path, entry: ModelEntry, scorer: ScorerEntry) -> Path:
 
 
 def _data_status(experiment: ExperimentConfig, data_out: Path) -> str:
-    import json
-
     manifest = data_out / "manifest.json"
     if not manifest.is_file():
         return "pending"
@@ -299,8 +299,6 @@ def _score_status(scorer: ScorerEntry, generations: Path, out: Path, model: str)
 
 def _data_hash(experiment: ExperimentConfig) -> str:
     """The hash recorded in the mixtures' manifest: the settings that decide the mixtures."""
-    from safemix.files import canonical_json, sha256_text
-
     return sha256_text(canonical_json({"data": experiment.data.model_dump(mode="json"), "seed": experiment.seed}))[:12]
 
 

@@ -79,11 +79,11 @@ def generation_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.
     Returns None (generate then builds its own) for models whose default cache is not plain full attention in
     every layer (sliding windows and other special layers keep transformers' own handling).
     """
-    if any(type(layer) is not DynamicLayer for layer in DynamicCache(config=model.config).layers):
+    cache = DynamicCache(config=model.config)
+    if any(type(layer) is not DynamicLayer for layer in cache.layers):
         return None
     width = input_ids.shape[1]
     shared_prefix = width - 1 if num_beams > 1 else 0
-    cache = DynamicCache(config=model.config)
     cache.layers = [PreallocatedLayer(width + max_new_tokens, shared_prefix) for _ in cache.layers]
     if num_beams > 1 and width > 1:
         # generate() feeds only the positions the cache lacks: here the last prompt token, once per beam.
