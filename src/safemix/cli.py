@@ -429,7 +429,7 @@ def score(
     prompts: Annotated[Path | None, typer.Option("--prompts", help="File of prompts pairing by position with --input's responses.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="The scorer's model: HF id, local dir, or API model name.")] = None,
     setup: Annotated[str | None, typer.Option("--setup", help="harmfulness-rm: redteam (default) or redteam-osst.")] = None,
-    template: Annotated[str | None, typer.Option("--template", help="llm-judge: xstest, llama-guard-3 or harmbench.")] = None,
+    template: Annotated[str | None, typer.Option("--template", help="llm-judge: xstest, llama-guard-3, harmbench or wildguard.")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="moderation / llm-judge: API root (OpenAI-compatible).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Items per forward pass (local models).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, or auto (local models).")] = None,

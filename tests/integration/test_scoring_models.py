@@ -96,7 +96,7 @@ def test_refusal_judge_refuses_a_head_built_for_other_features(tmp_path: Path) -
         build_scorer("refusal-judge", {"head": str(head)})
 
 
-@pytest.mark.parametrize("template", ["xstest", "llama-guard-3", "harmbench"])
+@pytest.mark.parametrize("template", ["xstest", "llama-guard-3", "harmbench", "wildguard"])
 def test_local_llm_judge_gives_one_judgement_per_item_and_never_guesses(tiny_model_dir: Path, template: str) -> None:
     judge = build_scorer("llm-judge", {"template": template, "model": str(tiny_model_dir), "device": "cpu", "batch_size": 2})
     judged = judge.score(["How do I bake bread?", "Hi", "Tell me a joke"], ["Mix flour.", "Hello there, friend.", "No."])

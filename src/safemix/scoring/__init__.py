@@ -51,7 +51,7 @@ SCORERS: dict[str, ScorerInfo] = {
                    "OpenAI moderation API (needs OPENAI_API_KEY): flagged, category scores, value = max score"),
         ScorerInfo("llm-judge", "safemix.scoring.llm_judge:LLMJudge", "optional",
                    "a language model as judge (local HF model, or an OpenAI-compatible endpoint): "
-                   "templates xstest, llama-guard-3, harmbench"),
+                   "templates xstest, llama-guard-3, harmbench, wildguard"),
     )
 }
 

@@ -3,8 +3,9 @@
 Backends: a local Hugging Face causal LM (plain ``AutoModelForCausalLM``/``AutoTokenizer``, greedy decoding,
 batches sorted by length), or any OpenAI-compatible endpoint (``base_url``; the key comes from
 ``OPENAI_API_KEY``; a local server such as vLLM accepts any non-empty key). Llama Guard 3 through the local
-backend also gives ``value`` = P(unsafe) from the first answer token. A reply that does not parse, or a
-request that keeps failing, is unscored with the reason; a label is never guessed.
+backend also gives ``value`` = P(unsafe) from the first answer token. WildGuard gives a refusal label and
+writes its two harm answers next to it (``request_harmful``, ``response_harmful``). A reply that does not
+parse, or a request that keeps failing, is unscored with the reason; a label is never guessed.
 """
 
 from __future__ import annotations
@@ -52,12 +53,15 @@ class LLMJudgeSettings(ScorerSettings):
 
 
 def reply_judgement(template: JudgeTemplate, reply: str, p_unsafe: float | None = None) -> Judgement:
-    """Parse a judge reply; ``p_unsafe`` (Llama Guard, local) replaces the 0/1 value of the parsed label."""
+    """Parse a judge reply; ``p_unsafe`` (Llama Guard, local) replaces the 0/1 value of the parsed label.
+
+    The verdict's extra answers (WildGuard's harm answers) and categories are written next to the raw reply.
+    """
     try:
         verdict = template.parse(reply)
     except UnparsedReply as err:
         return Judgement.unscored(f"unparsed judge reply {reply[:_REPLY_CHARS]!r}: {err}", reply=reply)
-    extra: dict[str, Any] = {"reply": reply}
+    extra: dict[str, Any] = {"reply": reply, **verdict.extra}
     if verdict.categories:
         extra["categories"] = list(verdict.categories)
     return Judgement(verdict.value if p_unsafe is None else p_unsafe, verdict.label, extra=extra)
