@@ -12,7 +12,9 @@
   annotator's label counted: refusal scorers (labels full_refusal / partial_refusal / full_compliance, mapped to
   full / partial / none) against the refusal label, as accuracy, Cohen's kappa and binary (refused or not)
   accuracy; safety judges (safe / unsafe) and moderation (flagged / not_flagged) against the harmful label, as
-  accuracy and kappa; numeric scorers (the harmfulness reward model) as ROC AUC for harmful answers.
+  accuracy and kappa; numeric scorers (the harmfulness reward model) as ROC AUC for harmful answers. For an audit
+  study (``safemix judge audit``, with its ``sampling.json``), also each refusal scorer's binary accuracy per stratum:
+  ``control`` is the unbiased estimate, ``disagreement`` says whom the people sided with where the scorers differ.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from safemix.annotate.agreement import cohen_kappa, krippendorff_alpha_nominal, roc_auc
+from safemix.annotate.audit_results import audit_folder, read_sampling, stratum_accuracy
 from safemix.annotate.store import AnswerRow, PreferenceRow, Study
 from safemix.errors import InputError
 from safemix.metrics import MetricRow, metric_kind, scorer_key, wilson_interval
@@ -80,8 +83,13 @@ class StudyStats:
     agreement: list[AgreementRow]
 
 
-def study_stats(study: Study, scores: Sequence[Mapping[str, Any]] = ()) -> StudyStats:
-    """Compute a study's statistics; ``scores`` are score lines of the same answers (matched by model and id)."""
+def study_stats(study: Study, scores: Sequence[Mapping[str, Any]] = (),
+                strata: Mapping[str, Sequence[str]] | None = None) -> StudyStats:
+    """Compute a study's statistics; ``scores`` are score lines of the same answers (matched by model and id).
+
+    ``strata`` (stratum -> item ids) adds per-stratum refusal accuracy; by default an audit study's are read from the
+    ``sampling.json`` beside its answers.
+    """
     answers = study.answer_rows()
     preferences = study.preference_rows()
     n_by_group: dict[tuple[str, str], int] = defaultdict(int)
@@ -89,6 +97,11 @@ def study_stats(study: Study, scores: Sequence[Mapping[str, Any]] = ()) -> Study
         n_by_group[(suite, category)] += 1
     models = study.model_names()
     agreement = annotator_agreement(answers, preferences) + scorer_agreement(answers, scores)
+    if strata is None and scores and (folder := audit_folder(study)) is not None:
+        strata = read_sampling(folder)["strata"]
+    if strata is not None:
+        agreement += [AgreementRow(row.scorer, f"refusal (refused or not), {row.stratum} stratum", "accuracy",
+                                   row.accuracy, row.n) for row in stratum_accuracy(answers, scores, strata)]
     return StudyStats(str(study.metadata()["name"]), study.n_items(), models, study.annotators(),
                       human_rates(answers, models, n_by_group), preference_summaries(preferences), agreement)
 

@@ -1,4 +1,5 @@
-"""The report's own sections, built from the runs' files: overview, headline tables, plots, training, examples.
+"""The report's own sections, built from the runs' files: overview, headline tables, refusal scorers (from
+``safemix.report.scorers``), plots, training, examples.
 
 Each section says what is missing (no metrics yet, no train logs, no suite with harmful prompts) instead of
 failing, so a report of an unfinished run is still a report.
@@ -9,11 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from safemix.metrics import MetricRow
 from safemix.report import plots
 from safemix.report.runs import METRICS_FILE, Model, Row, Run, Runs, read_generations, read_train_log
+from safemix.report.scorers import choose_lead, refusal_scorers_section
 from safemix.report.sections import Section, Table
 
 EXAMPLES_PER_CATEGORY = 2
@@ -43,7 +47,9 @@ HEADLINE = (COMPLIANCE, HARMFULNESS, SAFE_REFUSAL)
 
 def own_sections(runs: Runs) -> list[Section]:
     """The report's sections in reading order."""
-    sections = [overview_section(runs), headline_section(runs), plots_section(runs), training_section(runs)]
+    sections = [overview_section(runs), headline_section(runs)]
+    scorers = refusal_scorers_section(runs)
+    sections += ([scorers] if scorers else []) + [plots_section(runs), training_section(runs)]
     more = more_metrics_section(runs)
     return sections + ([more] if more else []) + [examples_section(runs), models_section(runs)]
 
@@ -69,9 +75,15 @@ def format_metric(metric: MetricRow) -> str:
     return f"{number.format(value)}{unit}{bounds} n={metric.n_scored}{unscored}"
 
 
-def metric_table(rows: list[Row], caption: str) -> Table:
-    """Models down, (suite, scorer) across, formatted estimates in the cells."""
-    columns = sorted({(row.metric.suite, row.metric.scorer) for row in rows})
+def metric_table(rows: list[Row], caption: str, scorer_order: Sequence[str] = ()) -> Table:
+    """Models down, (suite, scorer) across, formatted estimates in the cells.
+
+    Columns sort by suite, then scorer; with ``scorer_order``, the scorers it names come first, in its order (each
+    with all its suites), then the others.
+    """
+    rank = {scorer: position for position, scorer in enumerate(scorer_order)}
+    columns = sorted({(row.metric.suite, row.metric.scorer) for row in rows},
+                     key=lambda column: (rank.get(column[1], len(rank)), column))
     models = sorted({row.model for row in rows}, key=Model.sort_key)
     cells = {(row.model, row.metric.suite, row.metric.scorer): format_metric(row.metric) for row in rows}
     named = _several_names(models)
@@ -148,13 +160,19 @@ def _counts(categories: dict[str, int]) -> str:
     return ", ".join(f"{name} {count}" for name, count in sorted(categories.items()))
 
 
-def headline_section(runs: Runs) -> Section:
-    """One table per headline measure; a line for each measure the runs hold no numbers for."""
-    paragraphs, tables = [], []
+def headline_section(runs: Runs, agreement_path: Path | None = None) -> Section:
+    """One table per headline measure; a line for each measure the runs hold no numbers for.
+
+    The first line names the refusal scorer the headline leads with and why (``safemix.report.scorers``; the
+    measurement file is ``agreement_path``, default the shipped one); its columns come first in every table.
+    """
+    lead = choose_lead(runs, agreement_path)
+    paragraphs = [lead.sentence()] if lead.order else []
+    tables = []
     for measure in HEADLINE:
         rows = select(runs.rows, measure)
         if rows:
-            tables.append(metric_table(rows, f"{measure.title}: {measure.meaning}"))
+            tables.append(metric_table(rows, f"{measure.title}: {measure.meaning}", lead.order))
         else:
             paragraphs.append(f"{measure.title}: no numbers ({_why_missing(runs, measure)}).")
     return Section("Headline: safety and exaggerated safety per model", paragraphs, tables)
