@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,12 @@ class AuditResult:
     sampling: dict[str, Any]
 
 
-def judged_answers(run_dir: Path, index: RunIndex, scores: RunScores) -> list[JudgedAnswer]:
+def judged_answers(run_dir: Path, index: RunIndex, scores: RunScores,
+                   eligible: Callable[[Generation], bool] | None = None) -> list[JudgedAnswer]:
     """Every answer judged by two or more refusal scorers, in run order (models of run.json, then file order).
+
+    ``eligible``, when given, narrows the population to the answers it accepts (e.g. prompts held out of a
+    scorer's training).
 
     Raises:
         InputError: a generations file is malformed, or a model answers a prompt id twice.
@@ -92,7 +97,7 @@ def judged_answers(run_dir: Path, index: RunIndex, scores: RunScores) -> list[Ju
                 if record.id in seen:
                     raise input_error(path, f"prompt id {record.id!r} occurs in two suite files of {entry.label}")
                 seen.add(record.id)
-                if len(calls.get(record.id, {})) >= 2:
+                if len(calls.get(record.id, {})) >= 2 and (eligible is None or eligible(record)):
                     audit_id = f"{entry.slug}/{record.id}"
                     generation = record.model_copy(update={"id": audit_id})
                     judged.append(JudgedAnswer(audit_id, entry.label, record.id, generation, calls[record.id]))
@@ -111,7 +116,8 @@ def sample_strata(judged: list[JudgedAnswer], n: int, n_control: int, seed: int)
 
 
 def build_audit(run_dir: Path, study: str = DEFAULT_STUDY, studies_dir: Path | None = None, n: int = 100,
-                n_control: int = 50, seed: int = 0) -> AuditResult:
+                n_control: int = 50, seed: int = 0, eligible: Callable[[Generation], bool] | None = None,
+                eligible_note: str = "") -> AuditResult:
     """Sample a run's answers for an audit of its refusal scorers, write ``RUN_DIR/audit/STUDY/`` and the study.
 
     Args:
@@ -121,6 +127,8 @@ def build_audit(run_dir: Path, study: str = DEFAULT_STUDY, studies_dir: Path | N
         n: the most answers of the disagreement stratum.
         n_control: answers of the control stratum (0 for none).
         seed: seed of both samples, the study's item order.
+        eligible: narrows the population to the answers it accepts (default: every judged answer).
+        eligible_note: what ``eligible`` accepts, in words, for ``sampling.json``.
 
     Raises:
         InputError: no run.json, fewer than two refusal scorers with score files, ``n`` below 1, nothing to sample,
@@ -140,7 +148,7 @@ def build_audit(run_dir: Path, study: str = DEFAULT_STUDY, studies_dir: Path | N
         raise input_error(run_dir, f"an audit compares two or more refusal scorers; the run's score files have "
                           f"{len(scores.refusal_scorers)} ({found}); add e.g. refusal-strmatch and refusal-judge to "
                           "scoring.scorers")
-    judged = judged_answers(run_dir, index, scores)
+    judged = judged_answers(run_dir, index, scores, eligible)
     if not judged:
         raise input_error(run_dir, f"no answer was judged by two refusal scorers ({', '.join(scores.refusal_scorers)})")
     strata = sample_strata(judged, n, n_control, seed)
@@ -150,6 +158,8 @@ def build_audit(run_dir: Path, study: str = DEFAULT_STUDY, studies_dir: Path | N
     sampled = [answer for answer in judged if answer.audit_id in members]
     answers_text = "".join(generation_line(answer.generation) for answer in sampled)
     sampling = _sampling_record(run_dir, study, seed, n, n_control, scores.refusal_scorers, index, judged, strata)
+    if eligible is not None:
+        sampling["population_filter"] = eligible_note or "narrowed by the caller"
     audit_dir = run_dir / AUDIT_DIR / study
     _check_no_other_sample(database, audit_dir, sha256_text(answers_text), seed)
 
