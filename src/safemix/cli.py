@@ -538,23 +538,27 @@ def tool_config(cls: type[ToolConfigT], settings: dict[str, Any], what: str) -> 
 
 @judge_app.command("train")
 def judge_train(
-    out: Annotated[Path, typer.Option("--out", help="Directory for the head (.safetensors) and its data card (.json).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the weights (.safetensors), data card (.json) and fold predictions.")],
     data_dir: DataDirOption = None,
-    no_extra: Annotated[bool, typer.Option("--no-extra", help="Train on XSTest's human labels only.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the head's initialisation.")] = 0,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Embedding cache (default $SAFEMIX_SCORE_CACHE/embeddings).")] = None,
+    no_folds: Annotated[bool, typer.Option("--no-folds", help="Skip the held-out XSTest folds (the card then has none).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the initialisation, the data order and the constructed examples.")] = 0,
 ) -> None:
-    """Train the refusal-judge head: leave-one-model-out on XSTest first, then on all data; print the table."""
-    from safemix.data.catalog import default_data_dir
-    from safemix.scoring.cache import default_cache_root
-    from safemix.scoring.judge import HeadTraining, train_judge
+    """Train the refusal judge: stance stage, held-out XSTest folds, final XSTest stage; print the folds' table.
 
-    card = train_judge(default_data_dir(data_dir), out, cache_dir=cache_dir or default_cache_root() / "embeddings",
-                       extra=not no_extra, training=HeadTraining(seed=seed))
-    typer.echo(f"{out}: head trained on {card['n_examples']} examples")
-    for row in card["leave_one_model_out"]:
-        typer.echo(f"held out {row['held_out']:10} binary agreement {row['binary_agreement']:.4f} "
-                   f"(string match {row['strmatch_binary_agreement']:.4f}), 3-class {row['three_class_agreement']:.4f}")
+    The prompts of the hand-labelled test set's suites, and the XSTest prompts reserved for it, are never trained on.
+    """
+    from safemix.data.catalog import default_data_dir
+    from safemix.scoring.judge import JudgeTraining, train_judge
+    from safemix.scoring.judge_testset import reserved_prompt_keys
+
+    data = default_data_dir(data_dir)
+    card = train_judge(data, out, exclude=reserved_prompt_keys(data), training=JudgeTraining(seed=seed), folds=not no_folds)
+    n = card["n_examples"]
+    typer.echo(f"{out}: judge trained on {n['stance']} stance examples and {n['xstest']} XSTest completions "
+               f"({card['n_left_out_test_set_prompts']} examples left out: prompts of the test set)")
+    for row in card["xstest_folds"]:
+        typer.echo(f"held out {row['model']:10} half {row['half']}: binary accuracy {row['judge']:.4f} "
+                   f"(string match {row['strmatch']:.4f}) on {row['n']}")
 
 
 @app.command()
@@ -693,6 +697,23 @@ def annotate_stats(
     if json_out is not None:
         write_json_atomic(json_out, asdict(stats))
     typer.echo(render_text(stats), nl=False)
+
+
+@judge_app.command("audit")
+def judge_audit(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory of 'safemix run' (run.json, generations, scores).")],
+    n: Annotated[int, typer.Option("--n", help="The most answers on which the refusal scorers disagree (sampled, stratified by model).")] = 100,
+    control: Annotated[int, typer.Option("--control", help="Answers drawn uniformly from every judged answer: the unbiased accuracy estimate.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of both samples and of the study's item order.")] = 0,
+    study: Annotated[str, typer.Option("--study", help="Study name; also the folder RUN_DIR/audit/NAME.")] = "judge-audit",
+    studies_dir: Annotated[Path | None, typer.Option("--studies-dir", help="Folder of study databases (default RUN_DIR/studies, which the report reads).")] = None,
+) -> None:
+    """Build an annotation study that checks the run's refusal scorers against people's labels."""
+    from safemix.annotate.audit import audit_summary, build_audit
+
+    result = build_audit(run_dir, study, studies_dir, n=n, n_control=control, seed=seed)
+    for line in audit_summary(result):
+        typer.echo(line)
 
 
 def parse_k_list(text: str) -> list[int]:

@@ -96,7 +96,7 @@ def test_a_rerun_finds_every_stage_done(finished_run: tuple[Path, Path]) -> None
 
 def test_changing_one_scorer_rescores_without_regenerating(finished_run: tuple[Path, Path]) -> None:
     config, run_dir = finished_run
-    head = REPO_ROOT / "src" / "safemix" / "scoring" / "heads" / "refusal-judge-v1.safetensors"
+    head = REPO_ROOT / "src" / "safemix" / "scoring" / "heads" / "refusal-judge-v2.safetensors"
     result = run_cli("run", str(config), "--out", str(run_dir), "--dry-run",
                      "--set", f"scoring.scorers=[{{name: refusal-strmatch}}, {{name: refusal-judge, settings: {{head: {head}}}}}]")
     assert result.returncode == 0, result.stderr

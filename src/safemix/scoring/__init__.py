@@ -42,8 +42,8 @@ SCORERS: dict[str, ScorerInfo] = {
         ScorerInfo("refusal-strmatch", "safemix.scoring.strmatch:StringMatchRefusal", "offline",
                    "XSTest's prefix rule: full_refusal / full_compliance (the baseline)"),
         ScorerInfo("refusal-judge", "safemix.scoring.judge:RefusalJudge", "offline",
-                   "learned refusal classifier on MiniLM embeddings (CPU): full_compliance / full_refusal / "
-                   "partial_refusal, value = P(refusal)"),
+                   "learned refusal classifier reading prompt and response (MiniLM cross-encoder, CPU): "
+                   "full_compliance / full_refusal / partial_refusal, value = P(refusal)"),
         ScorerInfo("harmfulness-rm", "safemix.scoring.harmfulness:HarmfulnessRewardModel", "optional",
                    "the paper's absolute harmfulness predictor (HF sequence-classification regressor; "
                    "needs the network unless the model is local)"),
