@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +93,25 @@ def test_a_rerun_finds_every_stage_done(finished_run: tuple[Path, Path]) -> None
     assert statuses.pop("report all models") == "pending"
     assert set(statuses.values()) == {"done"}, statuses
     assert len(statuses) == 1 + 2 + 3 + 3 * 2
+
+
+def test_a_copied_and_renamed_run_directory_is_the_same_run(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    config, run_dir = finished_run
+    moved = tmp_path / "elsewhere" / "renamed-run"
+    shutil.copytree(run_dir, moved)
+    result = run_cli("run", str(config), "--out", str(moved), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    statuses = {" ".join(line.split()[:-1]): line.split()[-1] for line in result.stdout.splitlines()[1:]}
+    statuses.pop("metrics all models"), statuses.pop("report all models")
+    assert {task for task, status in statuses.items() if status != "done"} == set()
+    # and the run itself rewrites none of the adapters, answers or judgements (the answers' manifests may record
+    # the adapters' new location)
+    kept = {path: path.stat().st_mtime_ns for folder in ("train", "generations", "scores")
+            for path in (moved / folder).rglob("*")
+            if path.is_file() and not (folder == "generations" and path.name == "manifest.json")}
+    result = run_cli("run", str(config), "--out", str(moved), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert {path: path.stat().st_mtime_ns for path in kept} == kept
 
 
 def test_changing_one_scorer_rescores_without_regenerating(finished_run: tuple[Path, Path]) -> None:

@@ -34,6 +34,10 @@ def suite_file(out_dir: Path, suite_name: str) -> Path:
     return out_dir / f"{suite_name}.jsonl"
 
 
+#: Flattened settings that say where an input lives, not what it is.
+LOCATION_KEYS = frozenset({"adapter.path"})
+
+
 def open_run_dir(out_dir: Path, settings: dict[str, Any], suites: list[Suite], *, overwrite: bool) -> dict[str, Any]:
     """Check ``out_dir`` against this run and return the manifest to continue from (empty for a fresh run).
 
@@ -89,9 +93,14 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 
 def settings_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """Describe the first setting that differs (``decoding.num_beams: 1 -> 4``) and how many more; '' if none."""
+    """Describe the first setting that differs (``decoding.num_beams: 1 -> 4``) and how many more; '' if none.
+
+    Where a file lives (:data:`LOCATION_KEYS`) is recorded but is not a setting: the adapter counts by its sha256,
+    so answers made in a run directory that was then moved or copied are still these answers.
+    """
     old_flat, new_flat = _flatten(old), _flatten(new)
-    changed = sorted(key for key in old_flat.keys() | new_flat.keys() if old_flat.get(key) != new_flat.get(key))
+    changed = sorted(key for key in old_flat.keys() | new_flat.keys()
+                     if key not in LOCATION_KEYS and old_flat.get(key) != new_flat.get(key))
     if not changed:
         return ""
     first = changed[0]

@@ -121,7 +121,11 @@ def generations_model_name(path: Path) -> str:
 
 
 def input_checksums(path: Path, prompts_path: Path | None) -> dict[str, str]:
-    """sha256 of every file read, for the manifest."""
-    files = input_files(path) + ([prompts_path] if prompts_path else [])
-    return {str(file): sha256_file(file) for file in files}
+    """sha256 of every file read, for the manifest, keyed by the file's name within the input (never its location,
+    so a moved or copied run directory holds the same judgements); the prompts file as ``prompts/<name>``."""
+    base = path if path.is_dir() else path.parent
+    checksums = {file.relative_to(base).as_posix(): sha256_file(file) for file in input_files(path)}
+    if prompts_path:
+        checksums[f"prompts/{prompts_path.name}"] = sha256_file(prompts_path)
+    return checksums
 

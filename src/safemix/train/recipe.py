@@ -236,9 +236,12 @@ def _input_files(config: TrainConfig) -> tuple[Path, Path]:
 
 
 def _run_hash(config: TrainConfig, train_file: Path, val_file: Path, fingerprint: str) -> str:
-    """Identity of a run: the settings, the input files' bytes and the base model. A rerun must match it."""
+    """Identity of a run: the settings, the input files' bytes and the base model. A rerun must match it.
+
+    The input files count by content, never by path: a run directory that was moved or copied is the same run.
+    """
     identity = {
-        "config": config.model_dump(mode="json"),
+        "config": config.model_dump(mode="json", exclude={"train_file", "val_file"}),
         "train_sha256": sha256_file(train_file),
         "val_sha256": sha256_file(val_file),
         "base_model": fingerprint,
