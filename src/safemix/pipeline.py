@@ -26,6 +26,7 @@ from safemix.files import canonical_json, sha256_text
 from safemix.generate.config import GenerateConfig
 from safemix.progress import progress_bar
 from safemix.run_index import ModelEntry, RunIndex, SuiteEntry, write_run_index
+from safemix.run_lock import run_lock
 from safemix.scoring.config import ScorerEntry
 from safemix.train.config import TrainConfig
 
@@ -67,18 +68,19 @@ def run_experiment(
         InputError: bad inputs found by a stage (a source, a suite, a model).
     """
     check_runnable(experiment, source)
-    index = plan_index(experiment, data_dir)
-    tasks = plan_tasks(experiment, index, Path(run_dir), data_dir)
     if dry_run:
-        return tasks
-    write_resolved_config(experiment, run_dir)
-    write_run_index(run_dir, index)
-    with progress_bar(len(tasks), "safemix run", "task") as bar:
-        for task in tasks:
-            bar.set_postfix_str(f"{task.stage} {task.target}")
-            log.info("%s %s (%s)", task.stage, task.target, task.status)
-            task.action()
-            bar.update(1)
+        return plan_tasks(experiment, plan_index(experiment, data_dir), Path(run_dir), data_dir)
+    with run_lock(Path(run_dir)):  # planning reads what the directory holds: no other run may change it meanwhile
+        index = plan_index(experiment, data_dir)
+        tasks = plan_tasks(experiment, index, Path(run_dir), data_dir)
+        write_resolved_config(experiment, run_dir)
+        write_run_index(run_dir, index)
+        with progress_bar(len(tasks), "safemix run", "task") as bar:
+            for task in tasks:
+                bar.set_postfix_str(f"{task.stage} {task.target}")
+                log.info("%s %s (%s)", task.stage, task.target, task.status)
+                task.action()
+                bar.update(1)
     return tasks
 
 
