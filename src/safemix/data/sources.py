@@ -58,15 +58,6 @@ class SourceSpec(BaseModel):
         return str(self.hf)
 
 
-def parse_source_ref(text: str) -> SourceSpec:
-    """Parse ``SRC`` as given on the command line: ``hf:owner/name[@rev]``, a path, or a catalog name.
-
-    A string with a path separator or a file extension, or that names an existing file, is a path;
-    anything else must be a catalog name.
-    """
-    return SourceSpec.model_validate(text)
-
-
 def _ref_fields(text: str) -> dict[str, object]:
     if text.startswith(_HF_PREFIX):
         dataset_id, _, revision = text[len(_HF_PREFIX) :].partition("@")
