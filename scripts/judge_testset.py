@@ -23,14 +23,16 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from safemix.annotate.audit import SAMPLING_FILE, build_audit
+from safemix.annotate.audit import SAMPLING_FILE, JudgedAnswer, build_audit, judged_answers
 from safemix.annotate.labels import AnswerLabels, Judgement
 from safemix.annotate.store import AlreadyJudged, Study, study_path
 from safemix.data.catalog import default_data_dir
 from safemix.data.mixture import permutation_key
 from safemix.files import write_json_atomic, write_jsonl_atomic
+from safemix.run_index import read_run_index
+from safemix.run_scores import read_run_scores
 from safemix.scoring.judge_data import prompt_key
-from safemix.scoring.judge_testset import TestItem, reserved_prompt_keys, shipped_testset
+from safemix.scoring.judge_testset import LABEL_OF_HUMAN_REFUSAL, TestItem, reserved_prompt_keys, shipped_testset
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "judge-testset"
@@ -39,7 +41,6 @@ SEED = 0
 RUNS = {"quickstart": (ROOT / "runs" / "quickstart", 80, 110),
         "judge-testset": (ROOT / "runs" / "judge-testset", 150, 130)}
 ADJUDICATOR = "adjudicated"
-LABELS = {"none": "full_compliance", "full": "full_refusal", "partial": "partial_refusal"}
 
 
 def _study(run_dir: Path) -> Study:
@@ -94,7 +95,8 @@ def import_labels(paths: list[Path], annotator: str, key_path: Path) -> None:
                 continue
             row = json.loads(line)
             run, _, item_id = key[row["id"]].partition(":")
-            if row.get("refusal") not in LABELS or row.get("quality") not in ("good", "bad") or row.get("harmful") not in ("yes", "no"):
+            if (row.get("refusal") not in LABEL_OF_HUMAN_REFUSAL or row.get("quality") not in ("good", "bad")
+                    or row.get("harmful") not in ("yes", "no")):
                 raise SystemExit(f"{path}: line {number}: refusal/quality/harmful missing or invalid: {line[:200]}")
             labels = AnswerLabels(0, row["quality"], row["refusal"], row["harmful"], str(row.get("note", ""))[:2000])
             try:
@@ -134,7 +136,7 @@ def export() -> None:
                 id=f"{name}:{item_id}", run=name, model=answer.label, suite=answer.generation.suite,
                 category=str(answer.generation.category), prompt_id=answer.prompt_id,
                 prompt_key=prompt_key(answer.generation.prompt), response=answer.generation.response,
-                label=LABELS[chosen.refusal],  # type: ignore[arg-type]
+                label=LABEL_OF_HUMAN_REFUSAL[chosen.refusal],  # type: ignore[arg-type]
                 strata=[s for s in ("disagreement", "control") if item_id in strata.get(s, ())],
                 note=chosen.note))
     if conflicts:
@@ -146,11 +148,7 @@ def export() -> None:
     print(f"{shipped_testset()}: {len(items)} items; labellers agreed on {agree} of {len(pairs)} doubly labelled items")
 
 
-def _judged(run_dir: Path) -> list:
-    from safemix.annotate.audit import judged_answers
-    from safemix.run_index import read_run_index
-    from safemix.run_scores import read_run_scores
-
+def _judged(run_dir: Path) -> list[JudgedAnswer]:
     index = read_run_index(run_dir)
     return judged_answers(run_dir, index, read_run_scores(run_dir, index))
 

@@ -27,7 +27,7 @@ from safemix.data.mixture import permutation_key
 from safemix.data.suites import load_suite
 from safemix.files import write_json_atomic, write_jsonl_atomic
 from safemix.scoring.judge_data import prompt_key
-from safemix.scoring.judge_testset import TestItem, reserved_prompt_keys, shipped_testset
+from safemix.scoring.judge_testset import LABEL_OF_HUMAN_REFUSAL, TestItem, reserved_prompt_keys, shipped_testset
 
 SEED = 0
 #: suite -> prompts drawn (a seeded sample of those the test set does not reserve)
@@ -35,7 +35,6 @@ DRAWS = {"advbench": 70, "harmbench-test": 40, "strongreject": 60, "jailbreakben
          "xstest": 110, "alpaca-eval": 60}
 MODELS = ("base", "k0", "k300")
 OUT_FILE = shipped_testset().with_name("refusal-judge-train-answers-v1.jsonl")
-LABELS = {"none": "full_compliance", "full": "full_refusal", "partial": "partial_refusal"}
 
 
 def prompts(out_dir: Path) -> None:
@@ -102,7 +101,7 @@ def export(out_dir: Path, label_dir: Path) -> None:
             suite, _, prompt_id = source_id[answer["prompt"]].partition("::")
             items.append(TestItem(id=f"train:{answer['model']}/{prompt_id}", run="judge-testset", model=answer["model"], suite=suite,
                                   category=answer["category"], prompt_id=prompt_id, prompt_key=prompt_key(answer["prompt"]),
-                                  response=answer["response"], label=LABELS[row["refusal"]], strata=["training"],
+                                  response=answer["response"], label=LABEL_OF_HUMAN_REFUSAL[row["refusal"]], strata=["training"],
                                   note=str(row.get("note", ""))))
     items.sort(key=lambda item: item.id)
     write_jsonl_atomic(OUT_FILE, [item.model_dump(mode="json") for item in items])

@@ -30,7 +30,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Data: the source catalog, fetching, and building training mixtures.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-judge_app = typer.Typer(help="The learned refusal judge: train its head.", no_args_is_help=True)
+judge_app = typer.Typer(help="The learned refusal judge: train it; audit a run's refusal scorers.", no_args_is_help=True)
 app.add_typer(judge_app, name="judge")
 model_app = typer.Typer(help="Models: the tiny test model and built-in offline models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")

@@ -24,9 +24,7 @@ def test_task_phrase_turns_instructions_into_verb_phrases_and_skips_questions() 
 
 
 def test_constructed_refusals_are_seeded_and_never_answer() -> None:
-    first = [refusal_of("Write a poem about rain.", random.Random(3)) for _ in range(1)]
-    again = [refusal_of("Write a poem about rain.", random.Random(3)) for _ in range(1)]
-    assert first == again
+    assert refusal_of("Write a poem about rain.", random.Random(3)) == refusal_of("Write a poem about rain.", random.Random(3))
     texts = {refusal_of("Write a poem about rain.", random.Random(seed)) for seed in range(60)}
     assert len(texts) > 20
     # many carry no stock prefix: these are the refusals string match misses

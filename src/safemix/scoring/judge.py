@@ -33,6 +33,7 @@ from pydantic import Field
 
 from safemix.errors import InputError, input_error
 from safemix.files import atomic_writer, sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
+from safemix.run_scores import REFUSED_BY_LABEL
 from safemix.scoring.base import Judgement, ScorerSettings, check_pairs
 from safemix.scoring.encoder import encoder_dir, encoder_fingerprint
 from safemix.scoring.judge_data import (
@@ -164,7 +165,7 @@ class RefusalJudge:
 
 def is_refusal(label: str) -> bool:
     """Binary refusal call of a three-way label: full or partial refusal."""
-    return label != "full_compliance"
+    return REFUSED_BY_LABEL[label]
 
 
 def prompt_half(prompt: str) -> int:

@@ -135,23 +135,24 @@ def degenerate_answer(prompt: str, answer: str, rng: random.Random) -> str:
 def add_constructed(data: JudgeData, seed: int) -> None:
     """Add every constructed kind to ``data``, each recorded under ``constructed:<kind>``."""
     rng = random.Random(seed)
-    answers = []
+    answers, answer_paths = [], []
     for name in ("llamafactory-alpaca-en-demo", "alpaca-eval"):
         batch, path = read_instruction_answers(name, "full_compliance", data.data_dir)
-        answers.extend((example, path) for example in batch)
+        answers.extend(batch)
+        answer_paths.append(path)
     rng.shuffle(answers)
     harmful, harmful_path = read_prompts("advbench", data.data_dir)
     license = f"constructed by safemix from {get_source('llamafactory-alpaca-en-demo').license} / " \
               f"{get_source('advbench').license} sources"
 
     refusals = [LabelledResponse(e.prompt, refusal_of(e.prompt, rng), "full_refusal", "constructed:benign-refusal", "stance")
-                for e, _ in answers[: COUNTS["benign-refusal"]]]
-    data.add(refusals, answers[0][1], "constructed:benign-refusal", license)
+                for e in answers[: COUNTS["benign-refusal"]]]
+    data.add(refusals, answer_paths, "constructed:benign-refusal", license)
 
     partial_from = answers[COUNTS["benign-refusal"]: COUNTS["benign-refusal"] + COUNTS["benign-partial"]]
     partials = [LabelledResponse(e.prompt, refusal_of(e.prompt, rng) + rng.choice(PARTIAL_TURNS) + e.response.strip(),
-                                 "partial_refusal", "constructed:benign-partial", "stance") for e, _ in partial_from]
-    data.add(partials, answers[0][1], "constructed:benign-partial", license)
+                                 "partial_refusal", "constructed:benign-partial", "stance") for e in partial_from]
+    data.add(partials, answer_paths, "constructed:benign-partial", license)
 
     rng.shuffle(harmful)
     compliances = []
@@ -163,20 +164,21 @@ def add_constructed(data: JudgeData, seed: int) -> None:
                                             "constructed:harmful-compliance", "stance"))
     data.add(compliances, harmful_path, "constructed:harmful-compliance", license)
 
-    pool = [(e.prompt, e.response) for e, _ in answers[-COUNTS["degenerate"]:]] + [(goal, "") for goal, _ in harmful[-100:]]
+    pool = [(e.prompt, e.response) for e in answers[-COUNTS["degenerate"]:]] + [(goal, "") for goal, _ in harmful[-100:]]
     rng.shuffle(pool)
     degenerate = [LabelledResponse(prompt, degenerate_answer(prompt, answer, rng), "full_compliance",
                                    "constructed:degenerate", "stance") for prompt, answer in pool[: COUNTS["degenerate"]]]
-    data.add(degenerate, harmful_path, "constructed:degenerate", license)
+    data.add(degenerate, [*answer_paths, harmful_path], "constructed:degenerate", license)
 
-    lectures = []
+    lectures, lecture_paths = [], []
     for name in ("strongreject", "harmbench-test"):
-        prompts, lecture_path = read_prompts(name, data.data_dir)
+        prompts, path = read_prompts(name, data.data_dir)
         lectures.extend(prompts)
+        lecture_paths.append(path)
     rng.shuffle(lectures)
     data.add([LabelledResponse(prompt, rng.choice(LECTURES) + rng.choice(REFUSAL_TAILS), "full_refusal",
                                "constructed:lecture", "stance") for prompt, _ in lectures[: COUNTS["lecture"]]],
-             lecture_path, "constructed:lecture", license)
+             lecture_paths, "constructed:lecture", license)
     add_physical_safety(data, rng)
 
 

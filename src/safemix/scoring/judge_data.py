@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -82,7 +82,11 @@ class LabelledResponse:
 
 @dataclass(frozen=True)
 class TrainingFile:
-    """A file read for training: recorded in the judge's data card."""
+    """A file read for training: recorded in the judge's data card.
+
+    ``examples`` counts the examples built from the file; a constructed kind built from several files records each
+    of them with the kind's whole count.
+    """
 
     source: str
     path: str
@@ -196,13 +200,14 @@ class JudgeData:
         self.files: list[TrainingFile] = []
         self.n_excluded = 0
 
-    def add(self, batch: list[LabelledResponse], path: Path, source: str, license: str) -> None:
-        """Add one file's examples (without excluded prompts) and record the file."""
+    def add(self, batch: list[LabelledResponse], path: Path | Sequence[Path], source: str, license: str) -> None:
+        """Add the examples built from one file, or several (without excluded prompts), and record the files."""
         kept = [e for e in batch if prompt_key(e.prompt) not in self.exclude]
         self.n_excluded += len(batch) - len(kept)
         self.examples.extend(kept)
-        relative = str(path.relative_to(self.data_dir)) if path.is_relative_to(self.data_dir) else str(path)
-        self.files.append(TrainingFile(source, relative, sha256_file(path), len(kept), license))
+        for file in [path] if isinstance(path, Path) else path:
+            relative = str(file.relative_to(self.data_dir)) if file.is_relative_to(self.data_dir) else str(file)
+            self.files.append(TrainingFile(source, relative, sha256_file(file), len(kept), license))
 
 
 def load_judge_data(data_dir: Path | None, *, exclude: Collection[str] = (), stance: bool = True, seed: int = 0,

@@ -56,7 +56,7 @@ class CrossEncoder(torch.nn.Module):
 
     Since only the top ``trainable_layers`` change, training runs the frozen layers below once per example
     (:func:`frozen_states`) and each step only the top layers (:meth:`top_forward`): the same function as
-    :meth:`forward`, at a third of the cost.
+    :meth:`forward`, at a fraction of the cost.
     """
 
     def __init__(self, encoder: Any, n_labels: int, trainable_layers: int):

@@ -39,6 +39,9 @@ TESTSET_SUITES: tuple[str, ...] = (
 #: XSTest prompts set aside for the test set (a seeded sample); the judge trains on the others' completions.
 RESERVED_XSTEST = 80
 RESERVATION_SEED = 0
+#: The annotation app's refusal labels (none / full / partial) as XSTest's three classes.
+LABEL_OF_HUMAN_REFUSAL: dict[str, RefusalLabel] = {"none": "full_compliance", "full": "full_refusal",
+                                                   "partial": "partial_refusal"}
 
 
 class TestItem(BaseModel):
