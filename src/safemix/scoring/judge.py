@@ -255,7 +255,9 @@ def save_judge(tensors: dict[str, Any], out_dir: Path, card: dict[str, Any], fol
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{HEAD_NAME}.safetensors"
     with atomic_writer(path, "wb") as handle:
-        handle.write(save(tensors, metadata={"architecture": ARCHITECTURE, "labels": ",".join(REFUSAL_LABELS)}))
+        # no header metadata: safetensors writes it in hash-map order, so the same weights would get other bytes
+        # (the data card holds the architecture and labels)
+        handle.write(save(tensors))
     write_jsonl_atomic(out_dir / f"{HEAD_NAME}{FOLDS_SUFFIX}", [asdict(p) for p in folds])
     write_json_atomic(out_dir / f"{HEAD_NAME}.json", {**card, "head_sha256": sha256_file(path)})
     return path
