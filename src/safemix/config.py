@@ -82,11 +82,14 @@ class SweepConfig(BaseModel):
     base_models: list[str] | None = Field(default=None, min_length=1, description="default: [train.base_model]")
     templates: list[TemplateName] | None = Field(default=None, min_length=1, description="default: [train.template]")
     presets: list[str] | None = Field(default=None, min_length=1, description="decoding presets; default: [generate.preset]")
+    seeds: list[int] | None = Field(
+        default=None, min_length=1,
+        description="seeds of the mixture sampling and the training, one adapter per (seed, K); default: [seed]")
     include_base_model: bool = Field(default=True, description="also evaluate each untuned base model")
 
-    @field_validator("base_models", "templates", "presets")
+    @field_validator("base_models", "templates", "presets", "seeds")
     @classmethod
-    def _distinct(cls, values: list[str] | None) -> list[str] | None:
+    def _distinct(cls, values: list[Any] | None) -> list[Any] | None:
         return None if values is None else list(distinct(values))
 
     @field_validator("presets")

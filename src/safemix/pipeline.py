@@ -1,7 +1,8 @@
 """``safemix run``: one experiment end to end — data, train per (model, K), generate, score, metrics, report.
 
 Read top to bottom, a run: checks that the config has every section a run needs; plans the models of the sweep
-(each base model x template x decoding preset: the untuned base model, and one adapter per K) and writes
+(each base model x template x decoding preset: the untuned base model, and one adapter per safety format, seed
+and K) and writes
 ``run.json``; then runs the stages in order, each over every model. Every stage skips work whose inputs and
 settings are unchanged and resumes work a killed run left half done (training from its last checkpoint,
 generation from the answers already appended, scoring from the score cache), so the same command after a crash
@@ -93,6 +94,8 @@ def check_runnable(experiment: ExperimentConfig, source: str) -> None:
     if experiment.train is not None:
         problems += [f"train.{key}: set by 'safemix run' (the mixtures it builds); remove it"
                      for key in ("train_file", "val_file") if getattr(experiment.train, key) is not None]
+        if experiment.sweep.seeds is not None and "seed" in experiment.train.model_fields_set:
+            problems.append("train.seed: set by sweep.seeds (each adapter trains with its mixture's seed); remove it")
     if experiment.generate is not None:
         problems += [f"generate.{key}: set by 'safemix run' (train.base_model / sweep); remove it"
                      for key in ("base_model", "adapter") if getattr(experiment.generate, key) is not None]
@@ -118,6 +121,7 @@ def plan_index(experiment: ExperimentConfig, data_dir: Path | None) -> RunIndex:
     templates = sweep.templates or [experiment.train.template]
     presets = sweep.presets or [experiment.generate.preset]
     formats = experiment.data.formats
+    seeds = run_seeds(experiment)
     models = []
     for base_model in base_models:
         for template in templates:
@@ -128,7 +132,8 @@ def plan_index(experiment: ExperimentConfig, data_dir: Path | None) -> RunIndex:
                     models.append(_model_entry(axes, None, None))
                 for safety_format in formats:
                     format_axis = (safety_format, len(formats) > 1) if formats != ["instruction"] else None
-                    models += [_model_entry(axes, format_axis, k) for k in sorted(experiment.data.n_safety)]
+                    models += [_model_entry(axes, format_axis, k, (seed, len(seeds) > 1))
+                               for seed in seeds for k in sorted(experiment.data.n_safety)]
     suites = load_suites(experiment.generate, data_dir)
     return RunIndex(
         name=experiment.name,
@@ -139,19 +144,27 @@ def plan_index(experiment: ExperimentConfig, data_dir: Path | None) -> RunIndex:
     )
 
 
-def _model_entry(axes: dict[str, tuple[str, bool]], format_axis: tuple[str, bool] | None, k: int | None) -> ModelEntry:
+def run_seeds(experiment: ExperimentConfig) -> list[int]:
+    """The seeds of the run's mixtures and adapters: ``sweep.seeds``, else the experiment's ``seed``."""
+    return experiment.sweep.seeds or [experiment.seed]
+
+
+def _model_entry(axes: dict[str, tuple[str, bool]], format_axis: tuple[str, bool] | None, k: int | None,
+                 seed_axis: tuple[int, bool] | None = None) -> ModelEntry:
     """One model of the sweep; its label spells out only the axes that vary in the run.
 
     ``format_axis`` is (the safety examples' format, whether formats vary), or None when the run uses the safety
-    set as it is; the untuned base model has none.
+    set as it is; ``seed_axis`` is (the adapter's seed, whether seeds vary). The untuned base model has neither.
+    The seed is left out of the display name, so the report can aggregate the seeds of one K.
     """
     base_model, template, preset = (axes[name][0] for name in ("model", "template", "preset"))
     varying = [(name, value) for name, (value, varies) in axes.items() if varies]
     model_part = [value.replace("/", "-") for name, value in varying if name == "model"]
     template_part = [value for name, value in varying if name == "template"]
     format_part = [format_axis[0]] if format_axis and format_axis[1] else []
+    seed_part = [f"seed{seed_axis[0]}"] if seed_axis and seed_axis[1] else []
     k_part = BASE_LABEL if k is None else f"k{k}"
-    label = "/".join([*model_part, *template_part, *format_part, k_part])
+    label = "/".join([*model_part, *template_part, *format_part, *seed_part, k_part])
     train_slug = _slug(label)
     preset_part = [value for name, value in varying if name == "preset"]
     if preset_part:
@@ -167,6 +180,7 @@ def _model_entry(axes: dict[str, tuple[str, bool]], format_axis: tuple[str, bool
         preset=preset,
         k=k,
         format=format_axis[0] if format_axis else None,
+        seed=seed_axis[0] if seed_axis else None,
         train_dir=None if k is None else f"train/{train_slug}",
         generations_dir=f"generations/{slug}",
         scores_dir=f"scores/{slug}",
@@ -188,15 +202,19 @@ def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, dat
     assert experiment.scoring is not None
     tasks = []
     for safety_format in experiment.data.formats:
-        data_out = mixtures_dir(experiment, run_dir, safety_format)
-        tasks.append(Task("data", f"mixtures {data_out.relative_to(run_dir)}", _data_status(experiment, data_out),
-                          lambda f=safety_format, o=data_out: build_data(experiment, f, o, data_dir)))
+        for seed in run_seeds(experiment):
+            data_out = mixtures_dir(experiment, run_dir, safety_format, seed)
+            tasks.append(Task("data", f"mixtures {data_out.relative_to(run_dir)}",
+                              _data_status(experiment, seed, data_out),
+                              lambda f=safety_format, s=seed, o=data_out: build_data(experiment, f, s, o, data_dir)))
     trained: set[str] = set()
     for entry in index.models:
         if entry.train_dir is None or entry.train_dir in trained:
             continue  # presets share one adapter
         trained.add(entry.train_dir)
-        config = train_config(experiment, entry, mixtures_dir(experiment, run_dir, entry.format or "instruction"))
+        assert entry.seed is not None
+        config = train_config(experiment, entry, mixtures_dir(experiment, run_dir, entry.format or "instruction",
+                                                              entry.seed))
         out = run_dir / entry.train_dir
         tasks.append(Task("train", entry.label, _train_status(config, out), lambda c=config, o=out: train_model(c, o)))
     for entry in index.models:
@@ -222,9 +240,12 @@ def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, dat
     return tasks
 
 
-def mixtures_dir(experiment: ExperimentConfig, run_dir: Path, safety_format: str) -> Path:
-    """``RUN_DIR/data``, or ``RUN_DIR/data/<format>`` when the run sweeps several safety formats."""
-    return run_dir / DATA_DIR / safety_format if len(experiment.data.formats) > 1 else run_dir / DATA_DIR
+def mixtures_dir(experiment: ExperimentConfig, run_dir: Path, safety_format: str, seed: int) -> Path:
+    """``RUN_DIR/data``, with a ``<format>`` part when the run sweeps several safety formats and a ``seed-<seed>``
+    part when it sweeps several seeds (``RUN_DIR/data/refusal/seed-1``)."""
+    out = run_dir / DATA_DIR
+    out = out / safety_format if len(experiment.data.formats) > 1 else out
+    return out / f"seed-{seed}" if len(run_seeds(experiment)) > 1 else out
 
 
 def train_config(experiment: ExperimentConfig, entry: ModelEntry, data_out: Path) -> TrainConfig:
@@ -237,7 +258,7 @@ def train_config(experiment: ExperimentConfig, entry: ModelEntry, data_out: Path
         "val_file": data_out / "val.jsonl",
     }
     if "seed" not in experiment.train.model_fields_set:
-        update["seed"] = experiment.seed
+        update["seed"] = entry.seed
     return experiment.train.model_copy(update=update)
 
 
@@ -258,12 +279,12 @@ def score_path(run_dir: Path, entry: ModelEntry, scorer: ScorerEntry) -> Path:
 # ------------------------------------------------------------------------------------------------ statuses
 
 
-def _data_status(experiment: ExperimentConfig, data_out: Path) -> str:
+def _data_status(experiment: ExperimentConfig, seed: int, data_out: Path) -> str:
     manifest = data_out / "manifest.json"
     if not manifest.is_file():
         return "pending"
     recorded = json.loads(manifest.read_text(encoding="utf-8")).get("config_hash")
-    return "done" if recorded == _data_hash(experiment) else "redo"
+    return "done" if recorded == _data_hash(experiment, seed) else "redo"
 
 
 def _train_status(config: TrainConfig, out: Path) -> str:
@@ -299,18 +320,19 @@ def _score_status(scorer: ScorerEntry, generations: Path, out: Path, model: str)
 # ------------------------------------------------------------------------------------------------ stage actions
 
 
-def _data_hash(experiment: ExperimentConfig) -> str:
-    """The hash recorded in the mixtures' manifest: the settings that decide the mixtures."""
-    return sha256_text(canonical_json({"data": experiment.data.model_dump(mode="json"), "seed": experiment.seed}))[:12]
+def _data_hash(experiment: ExperimentConfig, seed: int) -> str:
+    """The hash recorded in the mixtures' manifest: the settings that decide the mixtures of one seed."""
+    return sha256_text(canonical_json({"data": experiment.data.model_dump(mode="json"), "seed": seed}))[:12]
 
 
-def build_data(experiment: ExperimentConfig, safety_format: Any, data_out: Path, data_dir: Path | None) -> None:
-    """Build the mixtures of one safety format (deterministic: rebuilding unchanged inputs writes the same bytes)."""
+def build_data(experiment: ExperimentConfig, safety_format: Any, seed: int, data_out: Path,
+               data_dir: Path | None) -> None:
+    """Build the mixtures of one safety format and seed (rebuilding unchanged inputs writes the same bytes)."""
     from safemix.data.mixture import build_mixtures
 
     d = experiment.data
     build_mixtures(d.general, d.safety, d.n_general, d.n_safety, data_out, val_size=d.val_size,
-                   seed=experiment.seed, data_dir=data_dir, config_hash=_data_hash(experiment),
+                   seed=seed, data_dir=data_dir, config_hash=_data_hash(experiment, seed),
                    safety_format=safety_format, safety_questions=d.safety_questions)
 
 

@@ -21,10 +21,11 @@ class ModelEntry(BaseModel):
 
     Attributes:
         label: unique within the run; the ``model`` field of its score lines and metric rows (``base``, ``k300``;
-            with several base models, templates, formats or presets, those axes are spelled out, e.g.
-            ``smollm2-135m-instruct/chat/k300``).
-        model: the base model's name plus each swept axis that varies in the run, e.g. ``tiny [template=chat]``;
-            the ``model`` column of ``summary.csv``.
+            with several base models, templates, formats, seeds or presets, those axes are spelled out, e.g.
+            ``smollm2-135m-instruct/chat/seed1/k300``).
+        model: the base model's name plus each swept axis that varies in the run except the seed, e.g.
+            ``tiny [template=chat]``; the ``model`` column of ``summary.csv``. Adapters that differ only in their
+            seed share it, so the report can aggregate over seeds.
         slug: the label made safe as one directory name; every per-model directory is named by it.
     """
 
@@ -38,6 +39,7 @@ class ModelEntry(BaseModel):
     preset: str
     k: int | None = Field(default=None, description="safety examples in the training mixture; None: untuned base")
     format: str | None = Field(default=None, description="the safety examples' training format, when swept")
+    seed: int | None = Field(default=None, description="mixture sampling and training seed; None: untuned base")
     train_dir: str | None = Field(default=None, description="safemix train output (adapter/, train_log.json)")
     generations_dir: str = Field(description="<suite>.jsonl per suite and manifest.json")
     scores_dir: str = Field(description="<scorer>.jsonl and <scorer>.manifest.json per scorer")

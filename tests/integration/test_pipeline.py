@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -189,3 +190,31 @@ def test_a_format_sweep_trains_one_adapter_per_safety_format(tiny_model_dir: Pat
     asked = [sum(text.startswith("Could you tell me: ") for text in lines) for lines in safety_lines.values()]
     assert asked == [0, 8, 4]
     assert "format" in (run_dir / "report.md").read_text().lower()
+
+
+def test_a_seed_sweep_trains_one_adapter_per_seed_on_its_own_mixture(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = {
+        "name": "seed-sweep",
+        "data": {"general": "starter-general", "safety": "starter-safety", "n_general": 16, "n_safety": [8],
+                 "val_size": 8},
+        "train": {"base_model": str(tiny_model_dir), "template": "chat", "batch_size": 8, "micro_batch_size": 8,
+                  "max_steps": 2, "eval_steps": 2, "warmup_steps": 1},
+        "generate": {"suites": ["starter-harmful"], "decoding": {"max_new_tokens": 4}},
+        "scoring": {"scorers": [{"name": "refusal-strmatch"}]},
+        "sweep": {"seeds": [0, 1]},
+    }
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--quiet")
+    assert result.returncode == 0, result.stderr
+
+    run_dir = tmp_path / "run"
+    index = read_run_index(run_dir)
+    assert [(entry.label, entry.seed) for entry in index.models] == [("base", None), ("seed0/k8", 0), ("seed1/k8", 1)]
+    assert len({entry.model for entry in index.models}) == 1  # one name: the report aggregates the seeds
+    mixtures = [(run_dir / "data" / f"seed-{seed}" / "mixture-8.jsonl").read_text() for seed in (0, 1)]
+    assert mixtures[0] != mixtures[1]
+    manifests = [json.loads((run_dir / "train" / f"seed{seed}__k8" / "manifest.json").read_text()) for seed in (0, 1)]
+    assert [manifest["settings"]["seed"] for manifest in manifests] == [0, 1]
+    with (run_dir / "summary.csv").open(encoding="utf-8") as handle:
+        assert {row["seed"] for row in csv.DictReader(handle)} == {"", "0", "1"}
