@@ -137,12 +137,12 @@ def _summary(report: dict[str, Path]) -> list[dict[str, str]]:
 
 def test_summary_header_and_rows(report: dict[str, Path]) -> None:
     text = report["summary"].read_text(encoding="utf-8")
-    assert text.splitlines()[0] == "model,k,suite,category,scorer,metric,value,ci_low,ci_high,n,n_unscored"
+    assert text.splitlines()[0] == "model,k,seed,suite,category,scorer,metric,value,ci_low,ci_high,n,n_unscored"
     rows = {(r["k"], r["suite"], r["category"], r["scorer"], r["metric"]): r for r in _summary(report)}
     base = rows[("", "i-malicious-instructions", "harmful", "refusal-strmatch", "harmful_compliance_rate")]
     low, high = wilson_interval(92, 98)  # round(0.94 * 98) compliances of 98
     assert base == {"model": "smollm2-135m-instruct", "k": "", "suite": "i-malicious-instructions",
-                    "category": "harmful", "scorer": "refusal-strmatch", "metric": "harmful_compliance_rate",
+                    "seed": "", "category": "harmful", "scorer": "refusal-strmatch", "metric": "harmful_compliance_rate",
                     "value": repr(92 / 98), "ci_low": repr(low), "ci_high": repr(high), "n": "98", "n_unscored": "0"}
     judge = rows[("500", "xstest", "safe", "refusal-judge", "refusal_rate")]
     assert (judge["n"], judge["n_unscored"], judge["value"]) == ("249", "1", repr(145 / 249))
@@ -163,8 +163,7 @@ def test_rerun_is_byte_identical(run_dir: Path, tmp_path: Path) -> None:
     after = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
     assert before == after
     assert sorted(p.name for p in first["figures"].iterdir()) == [
-        "harmful-compliance-vs-k.png", "loss-per-k.png", "mean-harmfulness-vs-k.png", "safe-refusal-vs-k.png",
-        "tradeoff.png"]
+        "loss-per-k.png", "mean-harmfulness-by-suite.png", "rates-by-suite.png", "tradeoff.png"]
 
 
 def test_html_is_self_contained_and_embeds_every_plot(report: dict[str, Path]) -> None:
@@ -173,7 +172,7 @@ def test_html_is_self_contained_and_embeds_every_plot(report: dict[str, Path]) -
     assert "url(" not in page and "@import" not in page and "<link" not in page
     sources = re.findall(r'<img src="([^"]*)"', page)
     pngs = sorted(report["figures"].glob("*.png"))
-    assert len(sources) == len(pngs) == 5
+    assert len(sources) == len(pngs) == 4
     for png in pngs:
         assert f"data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" in sources
     markdown = report["markdown"].read_text(encoding="utf-8")
@@ -191,15 +190,22 @@ def test_hostile_answer_renders_as_text(report: dict[str, Path]) -> None:
 
 def test_examples_sit_behind_a_content_warning(report: dict[str, Path]) -> None:
     page = report["html"].read_text(encoding="utf-8")
-    details = page[page.index("<details>"):page.index("</details>")]
+    start = page.index("<details>")
+    details = page[start:page.index("</details>", start)]
     assert "Content warning" in details and "&lt;script&gt;" in details
     assert "<details open" not in page
 
 
-def test_headline_cells_carry_intervals_and_unscored_counts(report: dict[str, Path]) -> None:
+def test_headline_reads_suites_down_and_k_across_with_intervals_and_unscored_counts(report: dict[str, Path]) -> None:
     page = report["html"].read_text(encoding="utf-8")
-    assert "<td>93.9% [87.3, 97.2] n=98</td>" in page  # base, i-malicious-instructions, string match
-    assert "n=97, 1 unscored</td>" in page  # the judge left one item unscored
+    headline = page[page.index("<h2>Headline"):page.index("</section>", page.index("<h2>Headline"))]
+    assert "<tr><th>suite</th><th>n</th><th>base</th><th>K=0</th><th>K=50</th><th>K=200</th><th>K=500</th></tr>" \
+        in headline
+    # base, i-malicious-instructions, string match: 92 of 98
+    assert '<tr><td>i-malicious-instructions</td><td class="num">98</td><td>93.9 [87.3, 97.2]</td>' in headline
+    assert ", 1 unscored</td>" in headline  # the judge left one item unscored
+    assert '<td>all harmful prompts</td><td class="num">298</td>' in headline  # pooled over the harmful suites
+    assert headline.count('<details class="more">') == 2  # the other refusal scorer's compliance and refusal
 
 
 def test_other_metrics_of_the_scores_get_tables_and_other_stages_are_left_to_their_sections(
@@ -251,7 +257,9 @@ def test_a_run_without_results_gives_a_report_that_says_what_is_missing(tmp_path
     paths = write_report([run], run)
     page = paths["html"].read_text(encoding="utf-8")
     assert f"No metrics yet: {run / 'metrics.json'} is missing" in page
-    assert "Harmful compliance: no numbers (no metrics yet)." in page
+    assert ("Not in this run: harmful compliance (no suite has harmful prompts); refusal of safe prompts (no suite "
+            "has safe prompts); mean harmfulness (the harmfulness-rm scorer is not configured).") in page
+    assert page.count("harmfulness-rm") == 1  # said once, not again under the headline and the plots
     assert "No train_log.json yet for: smollm2-135m-instruct K=100." in page
     assert "No generations yet." in page
     assert paths["summary"].read_text(encoding="utf-8").count("\n") == 1  # the header only
@@ -263,8 +271,8 @@ def test_a_suite_without_harmful_prompts_is_named(tmp_path: Path) -> None:
                     suites=[SuiteEntry(name="s", n_prompts=1, categories={"safe": 1})]))
     write_metrics([MetricRow("base", "s", "safe", "refusal-judge", "refusal_rate", 0.0, 0.0, 0.79, 1, 0)], run)
     page = write_report([run], run)["html"].read_text(encoding="utf-8")
-    assert "Harmful compliance: no numbers (no suite has harmful prompts with scores)." in page
-    assert "No trade-off plot" in page
+    assert "harmful compliance (no suite has harmful prompts)" in page
+    assert "Harmful compliance:" not in page and "tradeoff" not in page
 
 
 def test_several_runs_label_colliding_models_by_run(run_dir: Path, tmp_path: Path) -> None:

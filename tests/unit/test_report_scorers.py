@@ -73,12 +73,12 @@ def test_lead_from_a_measurement_file_orders_the_headline_columns(tmp_path: Path
         "Headline refusal numbers use refusal-strmatch: 97.0% [95.0, 98.2] binary accuracy against hand labels of "
         f"tuned-model answers (n=420), against 96.0% for refusal-judge (source: {tmp_path / 'agreement.json'}, "
         "measured by 'safemix judge testset --out x').")
-    compliance = section.tables[0]
-    assert compliance.columns == ["K", "harm · refusal-strmatch", "harm · refusal-judge"]
-    refusal = section.tables[-1]
-    assert refusal.columns == ["K", "safe · refusal-strmatch", "safe · refusal-judge"]
-    assert headline_section(load_runs([run]), _file(tmp_path, MEASURED)).tables[0].columns == [
-        "K", "harm · refusal-judge", "harm · refusal-strmatch"]
+    assert [(table.caption.split(":")[0], table.collapsed) for table in section.tables][:4] == [
+        ("Harmful compliance (%) by refusal-strmatch", False), ("Harmful compliance (%) by refusal-judge", True),
+        ("Refusal of safe prompts (%) by refusal-strmatch", False), ("Refusal of safe prompts (%) by refusal-judge", True)]
+    assert section.tables[0].columns == ["suite", "n", "base", "K=300"]
+    judge_first = headline_section(load_runs([run]), _file(tmp_path, MEASURED))
+    assert judge_first.tables[0].caption.startswith("Harmful compliance (%) by refusal-judge:")
 
 
 def test_without_a_measurement_the_fixed_order_says_so(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_without_a_measurement_the_fixed_order_says_so(tmp_path: Path) -> None:
     section = headline_section(load_runs([run]), tmp_path / "absent.json")
     assert section.paragraphs[0] == ("Headline refusal numbers use refusal-judge, then refusal-strmatch: a fixed "
                                      "order, no measured agreement available.")
-    assert section.tables[0].columns == ["K", "harm · refusal-judge", "harm · refusal-strmatch"]
+    assert section.tables[0].caption.startswith("Harmful compliance (%) by refusal-judge:")
     broken = headline_section(load_runs([run]), _file(tmp_path, {"measured_on": "x", "command": "y", "scorers": {
         "refusal-strmatch": {"accuracy": 0.99, "ci_low": 0.5, "ci_high": 0.9, "n": 3}}}))
     assert broken.paragraphs[0].startswith("Headline refusal numbers use refusal-judge, then refusal-strmatch: a "

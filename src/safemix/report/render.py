@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+import textwrap
 
 from safemix.report.sections import Figure, Section, Table
 
@@ -27,7 +28,10 @@ table { border-collapse: collapse; margin: .6em 0 1.4em; font-size: .88em; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: .3em 0; }
 th, td { border: 1px solid #d0d7de; padding: .3em .6em; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; }
-td { white-space: pre-wrap; }
+td { white-space: pre-wrap; overflow-wrap: anywhere; }
+td.num { white-space: nowrap; }
+details.more { border: none; background: none; padding: 0; margin: .2em 0 .8em; }
+details.more summary { font-weight: normal; color: #0969da; }
 figure { margin: 1.2em 0; }
 img { max-width: 100%; height: auto; }
 figcaption { color: #57606a; font-size: .9em; }
@@ -76,11 +80,23 @@ def _html_section(section: Section, anchor: str) -> str:
 
 
 def _html_table(table: Table) -> str:
-    caption = f"<caption>{_e(table.caption)}</caption>" if table.caption else ""
+    """A table in a horizontally scrolling box; a collapsed one behind a ``<details>`` summary holding its caption."""
+    caption = f"<caption>{_e(table.caption)}</caption>" if table.caption and not table.collapsed else ""
     head = "".join(f"<th>{_e(column)}</th>" for column in table.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>\n" for row in table.rows)
-    return (f'<div class="scroll"><table>{caption}\n<thead><tr>{head}</tr></thead>\n'
-            f"<tbody>\n{rows}</tbody></table></div>")
+    rows = "".join("<tr>" + "".join(_html_cell(cell) for cell in row) + "</tr>\n" for row in table.rows)
+    box = (f'<div class="scroll"><table>{caption}\n<thead><tr>{head}</tr></thead>\n'
+           f"<tbody>\n{rows}</tbody></table></div>")
+    if table.collapsed:
+        return f'<details class="more"><summary>{_e(table.caption or "more")}</summary>\n{box}\n</details>'
+    return box
+
+
+NUMBER = re.compile(r"[0-9.,%+-]+")
+
+
+def _html_cell(cell: str) -> str:
+    """A cell; a bare number never breaks across lines (long text may break anywhere to fit the page)."""
+    return f'<td class="num">{_e(cell)}</td>' if NUMBER.fullmatch(cell) else f"<td>{_e(cell)}</td>"
 
 
 def _html_figure(figure: Figure) -> str:
@@ -120,13 +136,41 @@ def _md_table(table: Table) -> str:
     return "\n".join(lines)
 
 
-def render_text(section: Section) -> str:
-    """A section's paragraphs and tables as plain text with aligned columns, for a terminal (figures left out)."""
-    parts = [section.title, *section.paragraphs]
+TERMINAL_COLUMNS = 120
+COLUMN_GAP = "  "
+
+
+def render_text(section: Section, width: int = TERMINAL_COLUMNS) -> str:
+    """A section's paragraphs and open tables as plain text for a terminal (figures and collapsed tables left out).
+
+    Paragraphs wrap at ``width``; columns are aligned, and a table wider than ``width`` is cut into blocks of
+    columns, each repeating the columns that name a row (``Table.key_columns``).
+    """
+    parts = [section.title, *(textwrap.fill(paragraph, width) for paragraph in section.paragraphs)]
     for table in section.tables:
-        widths = [max(len(cell) for cell in column) for column in zip(table.columns, *table.rows)]
-        lines = [table.caption] if table.caption else []
-        lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-                  for row in [table.columns, *table.rows]]
-        parts.append("\n".join(lines))
+        if not table.collapsed:
+            parts.append(_text_table(table, width))
+    collapsed = sum(table.collapsed for table in section.tables)
+    if collapsed:
+        parts.append(f"({collapsed} more tables, such as other scorers' numbers, in report.html and report.md)")
     return "\n\n".join(parts) + "\n"
+
+
+def _text_table(table: Table, width: int) -> str:
+    """The table as aligned text lines, in blocks of columns no wider than ``width`` (blocks apart by a blank line)."""
+    widths = [max(len(cell) for cell in column) for column in zip(table.columns, *table.rows)]
+    keys = list(range(min(table.key_columns, len(widths))))
+    key_width = sum(widths[i] + len(COLUMN_GAP) for i in keys)
+    blocks: list[list[int]] = [[]]
+    for number in range(len(keys), len(widths)):
+        block_width = key_width + sum(widths[i] + len(COLUMN_GAP) for i in blocks[-1])
+        if blocks[-1] and block_width + widths[number] > width:
+            blocks.append([])
+        blocks[-1].append(number)
+    texts = []
+    for block in blocks:
+        chosen = keys + block
+        texts.append("\n".join(COLUMN_GAP.join(row[i].ljust(widths[i]) for i in chosen).rstrip()
+                               for row in [table.columns, *table.rows]))
+    caption = f"{textwrap.fill(table.caption, width)}\n" if table.caption else ""
+    return caption + "\n\n".join(texts)

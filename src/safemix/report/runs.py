@@ -49,9 +49,16 @@ class Model:
         """``base`` or the K as text."""
         return "base" if self.k is None else str(self.k)
 
-    def sort_key(self) -> tuple[str, int]:
-        """Models sort by name, then the base model first, then by K."""
-        return self.name, -1 if self.k is None else self.k
+    @property
+    def title(self) -> str:
+        """``name, K``, with ``, seed S`` when its run trains several seeds: the label of a row about one model."""
+        seeds = {entry.seed for entry in self.run.index.models if entry.seed is not None}
+        return f"{self.name}, {self.k_text}" + (f", seed {self.entry.seed}" if len(seeds) > 1 and self.k is not None
+                                                 else "")
+
+    def sort_key(self) -> tuple[str, int, int]:
+        """Models sort by name, then the base model first, then by K, then by seed."""
+        return self.name, -1 if self.k is None else self.k, self.entry.seed or 0
 
 
 @dataclass(frozen=True)

@@ -224,9 +224,9 @@ def _disagreement_table(models: list[Model], scores: RunScores) -> tuple[Table, 
             if not pair.n_both:
                 continue
             pooled.setdefault((pair.scorer_a, pair.scorer_b), []).append(pair)
-            rows.append(_pair_row(f"{model.name}, {model.k_text}", pair))
+            rows.append(_pair_row(model.title, pair))
             if rows[-1][-1]:
-                flagged.append(f"{model.name}, {model.k_text} ({pair.scorer_a} vs {pair.scorer_b}: {rows[-1][5]})")
+                flagged.append(f"{model.title} ({pair.scorer_a} vs {pair.scorer_b}: {rows[-1][5]})")
     if len(models) > 1:
         for (a, b), pairs in pooled.items():
             total = PairDisagreement(a, b, sum(p.n_both for p in pairs), sum(p.only_a_refuses for p in pairs),

@@ -13,6 +13,8 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     caption: str = ""
+    collapsed: bool = False  # HTML: behind a click (a <details> element); the terminal leaves it out
+    key_columns: int = 1  # leading columns that name a row; a terminal too narrow for the table repeats them
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``summary.csv``: every metric row of the runs, with the model's display name and K."""
+"""``summary.csv``: every metric row of the runs, with the model's display name, K and seed."""
 
 from __future__ import annotations
 
@@ -7,18 +7,21 @@ import io
 
 from safemix.report.runs import Row
 
-SUMMARY_COLUMNS = ("model", "k", "suite", "category", "scorer", "metric", "value", "ci_low", "ci_high", "n",
+SUMMARY_COLUMNS = ("model", "k", "seed", "suite", "category", "scorer", "metric", "value", "ci_low", "ci_high", "n",
                    "n_unscored")
 
 
 def summary_csv(rows: list[Row]) -> str:
-    """The rows as CSV text with the ``SUMMARY_COLUMNS`` header; empty cells for no K (base model) and no value."""
+    """The rows as CSV text with the ``SUMMARY_COLUMNS`` header; empty cells for no K and no seed (base model) and
+    for no value."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(SUMMARY_COLUMNS)
     for row in rows:
         m = row.metric
-        writer.writerow([row.model.name, "" if row.model.k is None else row.model.k, m.suite, m.category, m.scorer,
+        seed = row.model.entry.seed
+        writer.writerow([row.model.name, "" if row.model.k is None else row.model.k, "" if seed is None else seed,
+                         m.suite, m.category, m.scorer,
                          m.metric, *("" if v is None else v for v in (m.estimate, m.ci_low, m.ci_high)), m.n_scored,
                          m.n_unscored])
     return buffer.getvalue()
