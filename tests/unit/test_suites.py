@@ -139,3 +139,21 @@ def test_an_empty_prompt_file_is_an_input_error(tmp_path: Path) -> None:
     path.write_text("\n")
     with pytest.raises(InputError, match="empty.jsonl: file is empty"):
         load_suite(SuiteSpec(path=path, category="safe"), None)
+
+
+def test_a_limit_keeps_a_fixed_sample_in_suite_order(data_dir: Path) -> None:
+    whole = load_suite("xstest", data_dir)
+    small = load_suite(SuiteSpec(name="xstest", limit=150), data_dir)
+    larger = load_suite({"name": "xstest", "limit": 300}, data_dir)
+    ids = [prompt.id for prompt in whole.prompts]
+    small_ids = [prompt.id for prompt in small.prompts]
+    assert len(small_ids) == 150 and small_ids == [i for i in ids if i in set(small_ids)]  # a subset, in order
+    assert set(small_ids) <= {prompt.id for prompt in larger.prompts}  # a larger limit keeps the smaller sample
+    assert small_ids == [prompt.id for prompt in load_suite(SuiteSpec(name="xstest", limit=150), data_dir).prompts]
+    counts = small.category_counts()
+    assert 50 <= counts["harmful"] <= 85 and counts["harmful"] + counts["safe"] == 150  # 200:250 up to sampling
+    assert small.sha256 != whole.sha256  # the answers' manifest tells a sample from the whole suite
+    assert load_suite(SuiteSpec(name="i-controversial", limit=500), data_dir).prompts == \
+        load_suite("i-controversial", data_dir).prompts
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        SuiteSpec(name="xstest", limit=0)

@@ -140,7 +140,8 @@ class SuiteSpec(BaseModel):
 
     A plain string is accepted: a path if it has a ``/``, an extension, or exists on disk; else a suite name.
     A file suite maps its columns (``columns: {prompt: question, id: qid}``, default ``prompt``) and needs a
-    ``category``; its name (default: the file stem) names the output file.
+    ``category``; its name (default: the file stem) names the output file. ``limit`` keeps a fixed sample of the
+    suite's prompts (``sample_prompts``), for runs that must fit a time budget.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -150,6 +151,7 @@ class SuiteSpec(BaseModel):
     format: readers.Format = "auto"
     columns: dict[str, str] = Field(default_factory=dict)
     category: PromptCategory | None = None
+    limit: int | None = Field(default=None, ge=1, description="keep at most this many prompts, a fixed sample")
 
     @model_validator(mode="before")
     @classmethod
@@ -242,7 +244,20 @@ def load_suite(spec: SuiteSpec | str, data_dir: Path | None, *, download: bool =
     kept, dropped = _deduplicate(prompts)
     if not kept:
         raise input_error(source, f"suite {name!r} holds no prompts")
-    return Suite(name, tuple(kept), source, hashes, tuple(dropped))
+    return Suite(name, tuple(sample_prompts(kept, name, spec.limit)), source, hashes, tuple(dropped))
+
+
+def sample_prompts(prompts: list[Prompt], suite: str, limit: int | None) -> list[Prompt]:
+    """At most ``limit`` prompts, in suite order: those whose sha256 of suite name and prompt id is smallest.
+
+    The sample depends on the ids alone: the same on every machine and run, and a larger limit keeps every prompt
+    of a smaller one. Categories keep their shares up to sampling error (XSTest's harmful and safe prompts alike).
+    """
+    if limit is None or len(prompts) <= limit:
+        return prompts
+    ranked = sorted(prompts, key=lambda prompt: sha256_text(f"{suite}\x00{prompt.id}"))
+    chosen = {prompt.id for prompt in ranked[:limit]}
+    return [prompt for prompt in prompts if prompt.id in chosen]
 
 
 def _catalog_hashes(names: tuple[str, ...]) -> dict[str, str]:
