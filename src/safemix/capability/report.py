@@ -6,7 +6,7 @@ from pathlib import Path
 
 from safemix.capability.stage import CATEGORY
 from safemix.report import plots
-from safemix.report.content import metric_table
+from safemix.report.by_k import k_table
 from safemix.report.runs import load_runs
 from safemix.report.sections import Section
 
@@ -14,7 +14,7 @@ PLOTTED_METRIC = "acc"  # every task reports it (boolq and winogrande report no 
 
 
 def capability_section(run_dirs: list[Path]) -> Section | None:
-    """A table per metric (models down, tasks across) and a plot of accuracy against K per task.
+    """A table per metric (a row per task, a column per K) and a plot of accuracy against K per task.
 
     Returns None when no run holds capability metrics (``RUN_DIR/capability/metrics.json``).
     """
@@ -22,8 +22,10 @@ def capability_section(run_dirs: list[Path]) -> Section | None:
     if not rows:
         return None
     metrics = sorted({row.metric.metric for row in rows})
-    tables = [metric_table([row for row in rows if row.metric.metric == metric],
-                           f"{metric}: accuracy [Wilson 95% interval] n=items") for metric in metrics]
+    tasks = list(dict.fromkeys(row.metric.suite for row in rows))
+    tables = [k_table([row for row in rows if row.metric.metric == metric], tasks,
+                      f"{metric}: accuracy [Wilson 95% interval]; n is the items per task", row_title="task")
+              for metric in metrics]
     paragraphs = [
         "Capability kept? Multiple-choice benchmarks through lm-evaluation-harness: the model picks the answer "
         "with the highest log-likelihood (acc) or the highest log-likelihood per byte of answer (acc_norm). "

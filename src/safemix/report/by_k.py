@@ -123,15 +123,16 @@ def pooled_rows(rows: list[Row], suite: str) -> list[Row]:
     for row in rows:
         if row.metric.metric.endswith("_rate"):
             by_model[(row.model, row.metric.scorer)].append(row.metric)
-    pooled = []
-    for (model, _), metrics in by_model.items():
-        n_scored = sum(metric.n_scored for metric in metrics if metric.estimate is not None)
-        hits = sum(round(metric.estimate * metric.n_scored) for metric in metrics if metric.estimate is not None)
-        low, high = wilson_interval(hits, n_scored) if n_scored else (None, None)
-        metric = replace(metrics[0], suite=suite, estimate=hits / n_scored if n_scored else None, ci_low=low,
-                         ci_high=high, n_scored=n_scored, n_unscored=sum(m.n_unscored for m in metrics))
-        pooled.append(Row(model, metric, rows[0].source))
-    return pooled
+    return [Row(model, pool_metrics(metrics, suite), rows[0].source) for (model, _), metrics in by_model.items()]
+
+
+def pool_metrics(metrics: list[MetricRow], suite: str) -> MetricRow:
+    """Several rates as one, named ``suite``: their hits and scored answers added up, with the Wilson interval."""
+    n_scored = sum(metric.n_scored for metric in metrics if metric.estimate is not None)
+    hits = sum(round(metric.estimate * metric.n_scored) for metric in metrics if metric.estimate is not None)
+    low, high = wilson_interval(hits, n_scored) if n_scored else (None, None)
+    return replace(metrics[0], suite=suite, estimate=hits / n_scored if n_scored else None, ci_low=low, ci_high=high,
+                   n_scored=n_scored, n_unscored=sum(metric.n_unscored for metric in metrics))
 
 
 def ordered_ks(rows: list[Row]) -> list[int | None]:
@@ -139,16 +140,18 @@ def ordered_ks(rows: list[Row]) -> list[int | None]:
     return sorted({row.model.k for row in rows}, key=lambda k: -1 if k is None else k)
 
 
-def k_table(rows: list[Row], suites: list[str], caption: str, *, collapsed: bool = False) -> Table:
+def k_table(rows: list[Row], suites: list[str], caption: str, *, collapsed: bool = False,
+            row_title: str = "suite") -> Table:
     """One metric's rows as a table: a row per suite (in ``suites`` order; then model name and scorer when they vary),
-    a column per K, and an ``n`` column with the prompts behind one estimate."""
+    a column per K, and an ``n`` column with the prompts behind one estimate. ``row_title`` heads the suite column
+    (``task`` for benchmarks)."""
     cells = group_cells(rows)
     ks = ordered_ks(rows)
     names = sorted({name for _, name, _, _ in cells})
     scorers = sorted({scorer for _, _, scorer, _ in cells})
     keys = [(suite, name, scorer) for suite in suites for name in names for scorer in scorers
             if any((suite, name, scorer, k) in cells for k in ks)]
-    columns = ["suite", *(["model"] if len(names) > 1 else []), *(["scorer"] if len(scorers) > 1 else []), "n",
+    columns = [row_title, *(["model"] if len(names) > 1 else []), *(["scorer"] if len(scorers) > 1 else []), "n",
                *(k_header(k) for k in ks)]
     key_columns = len(columns) - len(ks)
     table_rows = []
