@@ -32,7 +32,7 @@ from safemix.generate.output import (
 from safemix.progress import progress_bar
 from safemix.prompts import TemplateName
 from safemix.records import Generation, Prompt
-from safemix.versions import package_versions
+from safemix.versions import compute_environment, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -240,4 +240,22 @@ def _manifest(config: GenerateConfig, settings: dict[str, Any], suites: list[Sui
         "batch_size": config.batch_size,
         "suites": entries,
         "versions": package_versions(_BACKEND_PACKAGES[config.backend]),
+        "environment": _environment(config, previous, pending),
     }
+
+
+def _environment(config: GenerateConfig, previous: dict[str, Any],
+                 pending: dict[str, list[Prompt]]) -> dict[str, Any] | None:
+    """The machine that computed the answers (:func:`compute_environment`), recorded, never compared.
+
+    A rerun that computes no answer keeps the previous run's record, so a finished directory opened on another
+    machine still names the one that made it; a resumed run names the machine that finished it. None for the
+    backends whose answers do not depend on this machine's arithmetic (openai: the server's; fake).
+    """
+    if not any(pending.values()) and previous:
+        return previous.get("environment")
+    if config.backend == "hf":
+        return compute_environment(config.device)
+    if config.backend == "vllm":
+        return compute_environment("cuda")
+    return None

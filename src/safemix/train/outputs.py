@@ -61,9 +61,14 @@ def write_loss_plot(path: Path, state: TrainerState, title: str) -> None:
 
 
 def write_run_files(
-    out_dir: Path, state: TrainerState, resolved_config: dict[str, Any], facts: dict[str, Any], inputs: dict[str, Any]
+    out_dir: Path, state: TrainerState, resolved_config: dict[str, Any], facts: dict[str, Any], inputs: dict[str, Any],
+    environment: dict[str, Any],
 ) -> None:
-    """Write the config, loss plot, manifest and, last (it marks the run complete), ``train_log.json``."""
+    """Write the config, loss plot, manifest and, last (it marks the run complete), ``train_log.json``.
+
+    ``environment`` (:func:`safemix.versions.compute_environment`) goes into the manifest only: it explains
+    differences between machines and takes no part in the run hash.
+    """
     header = f"# resolved safemix train config, run hash {state.run_hash}\n"
     write_text_atomic(out_dir / CONFIG_FILE, header + yaml.safe_dump({"train": resolved_config}, sort_keys=False))
     write_loss_plot(out_dir / LOSS_PLOT, state, f"{resolved_config['base_model']} on {Path(str(resolved_config['train_file'])).name}")
@@ -76,6 +81,7 @@ def write_run_files(
             "inputs": inputs,
             "outputs": {"adapter": "adapter/", "log": TRAIN_LOG, "plot": LOSS_PLOT, "config": CONFIG_FILE},
             "versions": package_versions(("torch", "transformers", "peft", "accelerate")),
+            "environment": environment,
         },
     )
     write_json_atomic(out_dir / TRAIN_LOG, train_log(state, facts))

@@ -57,6 +57,7 @@ from safemix.train.data import (
     read_examples,
 )
 from safemix.train.outputs import TRAIN_LOG, train_log, write_run_files
+from safemix.versions import compute_environment
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,8 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
             "val_file": {"path": str(val_file), "sha256": sha256_file(val_file)},
             "base_model": {"name": config.base_model, "fingerprint": fingerprint},
         }
-        write_run_files(out_dir, state, config.model_dump(mode="json"), facts, inputs)
+        write_run_files(out_dir, state, config.model_dump(mode="json"), facts, inputs,
+                        compute_environment(str(accelerator.device)))
         shutil.rmtree(out_dir / CHECKPOINTS_DIR)
     accelerator.wait_for_everyone()
     summary = train_log(state, facts)
