@@ -157,7 +157,7 @@ def build_audit(run_dir: Path, study: str = DEFAULT_STUDY, studies_dir: Path | N
         raise input_error(run_dir, "the refusal scorers never disagree and --control is 0: nothing to annotate")
     sampled = [answer for answer in judged if answer.audit_id in members]
     answers_text = "".join(generation_line(answer.generation) for answer in sampled)
-    sampling = _sampling_record(run_dir, study, seed, n, n_control, scores.refusal_scorers, index, judged, strata)
+    sampling = _sampling_record(study, seed, n, n_control, scores.refusal_scorers, index, judged, strata)
     if eligible is not None:
         sampling["population_filter"] = eligible_note or "narrowed by the caller"
     audit_dir = run_dir / AUDIT_DIR / study
@@ -207,8 +207,9 @@ def _rekeyed_scores(scores: RunScores, sampled: list[JudgedAnswer]) -> dict[str,
     return {stem: out[stem] for stem in sorted(out)}
 
 
-def _sampling_record(run_dir: Path, study: str, seed: int, n: int, n_control: int, scorers: list[str],
+def _sampling_record(study: str, seed: int, n: int, n_control: int, scorers: list[str],
                      index: RunIndex, judged: list[JudgedAnswer], strata: dict[str, list[str]]) -> dict[str, Any]:
+    """How the sample was drawn, naming the run by its name and config hash (a run directory can be moved)."""
     label_of = {answer.audit_id: answer.label for answer in judged}
     labels = [entry.label for entry in index.models]
 
@@ -217,7 +218,7 @@ def _sampling_record(run_dir: Path, study: str, seed: int, n: int, n_control: in
         return {"all": len(ids), "by_model": {label: counts[label] for label in labels if counts[label]}}
 
     return {
-        "run_dir": str(run_dir), "study": study, "seed": seed, "refusal_scorers": scorers,
+        "run": index.name, "config_hash": index.config_hash, "study": study, "seed": seed, "refusal_scorers": scorers,
         "requested": {"disagreement": n, "control": n_control},
         "population": {"judged": sizes([a.audit_id for a in judged]),
                        "disagreement": sizes([a.audit_id for a in judged if a.disagreement])},
