@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from safemix.metrics import MetricRow, wilson_interval, write_metrics
+from safemix.report.forms import format_section, opinion_section
 from safemix.run_index import ModelEntry, RunIndex, SuiteEntry, write_run_index
 from safemix.winrate.config import JudgeConfig, WinrateConfig
-from safemix.winrate.report import format_section, opinion_section, winrate_section
+from safemix.winrate.report import winrate_section
 from safemix.winrate.stage import run_winrate_stage
 from tests.unit.test_winrate import write_answers
 

@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 SECTION_PROVIDERS: list[str] = [
     "safemix.capability.report:capability_section",
     "safemix.winrate.report:winrate_section",
-    "safemix.winrate.report:format_section",
-    "safemix.winrate.report:opinion_section",
+    "safemix.report.forms:format_section",
+    "safemix.report.forms:opinion_section",
     "safemix.annotate.report:human_evaluation_section",
 ]
 
