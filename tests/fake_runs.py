@@ -192,11 +192,11 @@ def _entry(label: str, k: int | None, seed: int | None, model: str) -> ModelEntr
 
 
 def model_entries(ks: Sequence[int], seeds: Sequence[int], include_base: bool, model: str) -> list[ModelEntry]:
-    """The base model (seed None), then one adapter per (seed, K), labelled as the pipeline labels them: ``k300``,
-    or ``seed1/k300`` (slug ``seed1__k300``) when the run has several seeds. All share ``model``."""
-    several = len(seeds) > 1
+    """The base model (seed None), then one adapter per (seed, K), labelled as the pipeline labels them with the
+    first seed as the experiment's own: ``k300`` for it, ``seed1/k300`` (slug ``seed1__k300``) for another seed.
+    All share ``model``."""
     entries = [_entry(BASE_LABEL, None, None, model)] if include_base else []
-    return entries + [_entry(f"seed{seed}/k{k}" if several else f"k{k}", k, seed, model)
+    return entries + [_entry(f"k{k}" if seed == seeds[0] else f"seed{seed}/k{k}", k, seed, model)
                       for seed in seeds for k in sorted(ks)]
 
 

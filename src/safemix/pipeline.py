@@ -132,7 +132,7 @@ def plan_index(experiment: ExperimentConfig, data_dir: Path | None) -> RunIndex:
                     models.append(_model_entry(axes, None, None))
                 for safety_format in formats:
                     format_axis = (safety_format, len(formats) > 1) if formats != ["instruction"] else None
-                    models += [_model_entry(axes, format_axis, k, (seed, len(seeds) > 1))
+                    models += [_model_entry(axes, format_axis, k, (seed, seed != experiment.seed))
                                for seed in seeds for k in sorted(experiment.data.n_safety)]
     suites = load_suites(experiment.generate, data_dir)
     return RunIndex(
@@ -154,7 +154,9 @@ def _model_entry(axes: dict[str, tuple[str, bool]], format_axis: tuple[str, bool
     """One model of the sweep; its label spells out only the axes that vary in the run.
 
     ``format_axis`` is (the safety examples' format, whether formats vary), or None when the run uses the safety
-    set as it is; ``seed_axis`` is (the adapter's seed, whether seeds vary). The untuned base model has neither.
+    set as it is; ``seed_axis`` is (the adapter's seed, whether to spell it out: not for the experiment's own
+    ``seed``, so adding seeds to a finished run keeps its adapters where they are). The untuned base model has
+    neither.
     The seed is left out of the display name, so the report can aggregate the seeds of one K.
     """
     base_model, template, preset = (axes[name][0] for name in ("model", "template", "preset"))
@@ -242,10 +244,10 @@ def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, dat
 
 def mixtures_dir(experiment: ExperimentConfig, run_dir: Path, safety_format: str, seed: int) -> Path:
     """``RUN_DIR/data``, with a ``<format>`` part when the run sweeps several safety formats and a ``seed-<seed>``
-    part when it sweeps several seeds (``RUN_DIR/data/refusal/seed-1``)."""
+    part for a seed other than the experiment's ``seed`` (``RUN_DIR/data/question/seed-1``)."""
     out = run_dir / DATA_DIR
     out = out / safety_format if len(experiment.data.formats) > 1 else out
-    return out / f"seed-{seed}" if len(run_seeds(experiment)) > 1 else out
+    return out if seed == experiment.seed else out / f"seed-{seed}"
 
 
 def train_config(experiment: ExperimentConfig, entry: ModelEntry, data_out: Path) -> TrainConfig:

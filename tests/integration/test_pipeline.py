@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -192,7 +193,8 @@ def test_a_format_sweep_trains_one_adapter_per_safety_format(tiny_model_dir: Pat
     assert "format" in (run_dir / "report.md").read_text().lower()
 
 
-def test_a_seed_sweep_trains_one_adapter_per_seed_on_its_own_mixture(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_seeds_added_to_a_finished_run_train_only_the_new_seeds_each_on_its_own_mixture(
+        tiny_model_dir: Path, tmp_path: Path) -> None:
     config = {
         "name": "seed-sweep",
         "data": {"general": "starter-general", "safety": "starter-safety", "n_general": 16, "n_safety": [8],
@@ -201,20 +203,23 @@ def test_a_seed_sweep_trains_one_adapter_per_seed_on_its_own_mixture(tiny_model_
                   "max_steps": 2, "eval_steps": 2, "warmup_steps": 1},
         "generate": {"suites": ["starter-harmful"], "decoding": {"max_new_tokens": 4}},
         "scoring": {"scorers": [{"name": "refusal-strmatch"}]},
-        "sweep": {"seeds": [0, 1]},
     }
-    path = tmp_path / "seeds.yaml"
+    path, run_dir = tmp_path / "seeds.yaml", tmp_path / "run"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--quiet")
+    assert run_cli("run", str(path), "--out", str(run_dir), "--quiet").returncode == 0
+    path.write_text(yaml.safe_dump({**config, "sweep": {"seeds": [0, 1]}}), encoding="utf-8")
+    plan = run_cli("run", str(path), "--out", str(run_dir), "--dry-run")
+    assert re.search(r"train\s+k8\s+done", plan.stdout) and re.search(r"train\s+seed1/k8\s+pending", plan.stdout)
+    result = run_cli("run", str(path), "--out", str(run_dir), "--quiet")
     assert result.returncode == 0, result.stderr
 
-    run_dir = tmp_path / "run"
     index = read_run_index(run_dir)
-    assert [(entry.label, entry.seed) for entry in index.models] == [("base", None), ("seed0/k8", 0), ("seed1/k8", 1)]
+    # the experiment's own seed keeps the plain label and directories, so its adapter was reused
+    assert [(entry.label, entry.seed) for entry in index.models] == [("base", None), ("k8", 0), ("seed1/k8", 1)]
     assert len({entry.model for entry in index.models}) == 1  # one name: the report aggregates the seeds
-    mixtures = [(run_dir / "data" / f"seed-{seed}" / "mixture-8.jsonl").read_text() for seed in (0, 1)]
+    mixtures = [(run_dir / "data" / part / "mixture-8.jsonl").read_text() for part in ("", "seed-1")]
     assert mixtures[0] != mixtures[1]
-    manifests = [json.loads((run_dir / "train" / f"seed{seed}__k8" / "manifest.json").read_text()) for seed in (0, 1)]
+    manifests = [json.loads((run_dir / "train" / slug / "manifest.json").read_text()) for slug in ("k8", "seed1__k8")]
     assert [manifest["settings"]["seed"] for manifest in manifests] == [0, 1]
     with (run_dir / "summary.csv").open(encoding="utf-8") as handle:
         assert {row["seed"] for row in csv.DictReader(handle)} == {"", "0", "1"}
