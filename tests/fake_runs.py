@@ -210,7 +210,7 @@ def build_fake_run(run_dir: Path, *, suites: dict[str, dict[str, int]], ks: Sequ
         ks: the adapters' K, one adapter per K and seed.
         scorers: score file stems; refusal-judge, refusal-strmatch and harmfulness-rm behave as described above,
             any other name is scored like refusal-judge without its unscored answers and partial refusals.
-        seeds: the adapters' seeds; with more than one, labels spell the seed out.
+        seeds: the adapters' seeds; labels spell out every seed but the first (the experiment's own).
         include_base: whether the run has the untuned base model.
         name: the run's name; model: every model's ``model`` name.
     """
