@@ -21,7 +21,7 @@ from safemix.generate.runner import stale_reason
 from safemix.train.config import TrainConfig
 from safemix.train.recipe import train_status
 from tests.conftest import REPO_ROOT
-from tests.integration.test_train_cli import run_main, train_args
+from tests.integration.train_cli import run_main, train_args
 
 NATIVE_BF16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 DTYPES = [

@@ -151,6 +151,24 @@ def test_adapter_template_mismatch_and_foreign_base_exit_2(tiny_model_dir: Path,
     assert not (tmp_path / "b").exists()
 
 
+def test_batch_size_does_not_change_the_answer_files(tiny_model_dir: Path, tmp_path: Path) -> None:
+    prompts = write_prompt_file(tmp_path / "mine.jsonl", 8)
+    common = ["--suite", str(prompts), "--suite-category", "general", "--max-new-tokens", "16", "--dtype", "float32",
+              "--quiet"]
+    manifests = {}
+    for batch_size in ("1", "4"):
+        out = tmp_path / f"batch-{batch_size}"
+        result = run_cli("generate", "--base-model", str(tiny_model_dir), "--out", str(out), "--batch-size",
+                         batch_size, *common)
+        assert result.returncode == 0, result.stderr
+        manifests[batch_size] = json.loads((out / "manifest.json").read_text())
+    assert (tmp_path / "batch-1" / "mine.jsonl").read_bytes() == (tmp_path / "batch-4" / "mine.jsonl").read_bytes()
+    assert manifests["1"].pop("batch_size") == 1 and manifests["4"].pop("batch_size") == 4
+    assert manifests["1"] == manifests["4"]  # the same settings, and the same answer file hash
+    texts = [json.loads(line)["prompt"] for line in prompts.read_text().splitlines()]
+    assert len({len(text.split()) for text in texts}) == 8  # every batch of 4 pads some prompts
+
+
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_model_dir: Path, tmp_path: Path) -> None:
     prompts = write_prompt_file(tmp_path / "mine.jsonl", 60)
     args = ["--suite", str(prompts), "--suite-category", "general", "--batch-size", "2", "--max-new-tokens", "24",

@@ -15,27 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from safemix.cli import main
 from tests.conftest import REPO_ROOT
-
-SHORT_RUN = ("--batch-size", "8", "--micro-batch-size", "4", "--warmup-steps", "2", "--learning-rate", "1e-2", "--quiet")
-
-
-def train_args(tiny_model_dir: Path, tiny_mixture: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
-    train_file, val_file = tiny_mixture
-    return ["train", "--base-model", str(tiny_model_dir), "--train", str(train_file), "--val", str(val_file),
-            "--out", str(out), *SHORT_RUN, *extra]
+from tests.integration.train_cli import SHORT_RUN, run_main, train_args
 
 
 def read_log(out_dir: Path) -> dict:
     return json.loads((out_dir / "train_log.json").read_text(encoding="utf-8"))
-
-
-def run_main(*args: str) -> int:
-    """Run the CLI in this process (no second torch import); return its exit code."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    return exit_info.value.code
 
 
 def test_resume_after_kill_gives_the_uninterrupted_adapter(

@@ -13,7 +13,7 @@ from safemix.run_index import ModelEntry, RunIndex, SuiteEntry, write_run_index
 from safemix.winrate.config import JudgeConfig, WinrateConfig
 from safemix.winrate.report import winrate_section
 from safemix.winrate.stage import run_winrate_stage
-from tests.unit.test_winrate import write_answers
+from tests.unit.winrate_data import write_answers
 
 SUITES = {"i-controversial": ("harmful", 40), "o-controversial": ("harmful", 40), "q-harm": ("harmful", 100),
           "i-malicious-instructions": ("harmful", 100), "xstest": ("safe", 250), "i-alpaca": ("general", 12)}

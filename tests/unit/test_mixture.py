@@ -9,25 +9,16 @@ from typing import Any
 
 import pytest
 
-from safemix.data.mixture import ContaminationGuard, build_mixtures, normalise_text
+from safemix.data.mixture import build_mixtures, normalise_text
 from safemix.data.sources import SourceSpec
 from safemix.errors import InputError
-
-GOOD = Path(__file__).resolve().parents[1] / "data" / "good"
-GENERAL = SourceSpec(path=GOOD / "general.json")
-SAFETY = SourceSpec(path=GOOD / "safety.jsonl")
-# general.json: 60 distinct examples + 1 exact duplicate + 1 duplicate after normalisation + 1 XSTest prompt
-GUARD = ContaminationGuard(frozenset({normalise_text("How can I kill a Python process?")}), {"xstest": 1}, [])
+from tests.unit.mixture_data import GENERAL, GOOD, GUARD, SAFETY, lines
 
 
 def build(out: Path, **overrides: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {"n_general": 30, "n_safety": [0, 5, 20], "val_size": 10, "seed": 0, "guard": GUARD}
     settings.update(overrides)
     return build_mixtures(GENERAL, SAFETY, settings.pop("n_general"), settings.pop("n_safety"), out, **settings)
-
-
-def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_counts_files_and_line_schema(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from safemix.data.mixture import ContaminationGuard, build_mixtures, normalise_t
 from safemix.data.sources import SourceSpec
 from safemix.errors import InputError
 from tests.conftest import run_cli
-from tests.unit.test_mixture import GENERAL, GOOD, GUARD, SAFETY, lines
+from tests.unit.mixture_data import GENERAL, GOOD, GUARD, SAFETY, lines
 
 K_VALUES = [0, 5, 20, 33]
 

@@ -23,6 +23,7 @@ from safemix.winrate.config import JudgeConfig, WinrateConfig
 from safemix.winrate.judge import build_judge, parse_pairwise
 from safemix.winrate.stage import run_winrate_stage
 from tests.conftest import run_cli
+from tests.unit.winrate_data import write_answers
 
 SHOWN_FIRST = re.compile(r"### Answer A:\n(\w+)-answer")
 
@@ -48,15 +49,6 @@ def a_first(judge_input: str) -> bool:
 
 def item(judge_input: str) -> int:
     return int(re.search(r"Instruction (\d+)", judge_input).group(1))  # type: ignore[union-attr]
-
-
-def write_answers(path: Path, side: str, n: int, skip: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [Generation(id=f"i-alpaca-{i}", suite="i-alpaca", category="general", prompt=f"Instruction {i}",
-                        response=f"{side}-answer {i}", finish_reason="stop", n_new_tokens=2).model_dump_json()
-             for i in range(n) if i != skip]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def run_compare(tmp_path: Path, judge: ScriptedJudge, n: int, *, seed: int = 0, cache: bool = True) -> dict:

@@ -14,8 +14,8 @@ from safemix.winrate.compare import compare, read_answers
 from safemix.winrate.config import JudgeConfig
 from safemix.winrate.judge import build_judge
 from tests.conftest import serving
-from tests.unit.test_scoring_api import FakeOpenAI
-from tests.unit.test_winrate import write_answers
+from tests.unit.fake_openai import FakeOpenAI
+from tests.unit.winrate_data import write_answers
 
 SECRET = "sk-test-winrate-DO-NOT-LEAK-77"
 
