@@ -44,3 +44,16 @@ def test_the_paper_config_has_the_papers_settings() -> None:
     assert (config.train.learning_rate, config.train.batch_size, config.train.cutoff_len) == (3e-4, 128, 256)
     assert {entry.name for entry in config.scoring.scorers} >= {"harmfulness-rm", "moderation"}
     assert config.generate.preset == "paper"
+
+
+def test_paper_cpu_answers_the_papers_suites_over_five_k_up_to_1000() -> None:
+    config = load_config(REPO_ROOT / "configs" / "paper-cpu.yaml")
+    assert config.generate is not None and config.capability is not None and config.train is not None
+    assert {spec.label for spec in config.generate.suites} == {
+        "i-malicious-instructions", "i-cona", "i-controversial", "o-controversial", "q-harm",
+        "i-physical-safety-unsafe", "i-physical-safety-safe", "xstest", "i-alpaca"}
+    ks = config.data.n_safety
+    assert len(ks) >= 5 and min(ks) == 0 and max(ks) == 1000
+    assert config.data.safety.name == "paper-safety"
+    assert set(config.capability.tasks) == {"piqa", "boolq", "openbookqa"}
+    assert (config.train.dtype, config.generate.dtype) == ("auto", "auto")  # bfloat16 where the CPU has it
