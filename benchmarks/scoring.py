@@ -38,7 +38,7 @@ def benchmark_pairs() -> list[tuple[str, str]]:
             pairs.extend((e.prompt, e.response) for e in examples)
         return pairs
     rng = random.Random(0)
-    words = "the model refuses to answer because safety matters here are steps you can follow".split()
+    words = ["the", "model", "refuses", "to", "answer", "because", "safety", "matters", "here", "are", "steps", "you", "can", "follow"]
     return [("Explain " + " ".join(rng.choices(words, k=8)), " ".join(rng.choices(words, k=rng.randint(5, 400))))
             for _ in range(1350)]
 

@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from safemix.errors import InputError
@@ -39,7 +39,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             holder = handle.read().strip() or "holder unknown"
             raise InputError(f"{run_dir}: another safemix run is using this run directory ({holder}); wait for it "
                              "to finish or stop it, then run again") from None
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        started = datetime.now(UTC).isoformat(timespec="seconds")
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-WORDS = "the cat sat on a mat and the dog ran to the park where children play with a red ball".split()
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "the", "dog", "ran", "to", "the", "park", "where", "children", "play", "with", "a", "red", "ball"]
 
 
 @pytest.fixture(scope="session", autouse=True)

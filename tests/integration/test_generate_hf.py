@@ -21,7 +21,7 @@ from safemix.records import Prompt
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import build_tiny_adapter
 
-WORDS = "tell me how to bake bread with flour water salt and yeast in a hot oven today".split()
+WORDS = ["tell", "me", "how", "to", "bake", "bread", "with", "flour", "water", "salt", "and", "yeast", "in", "a", "hot", "oven", "today"]
 
 
 def make_prompts(n: int, suite: str = "mine") -> list[Prompt]:

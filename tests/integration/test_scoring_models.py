@@ -46,7 +46,7 @@ def test_harmfulness_matches_the_definition_in_any_batching(regressor_dir: Path)
         scorer = build_scorer("harmfulness-rm", {"model": str(regressor_dir), "device": "cpu", "batch_size": batch_size})
         values = [j.value for j in scorer.score(PROMPTS, RESPONSES)]
         assert values == pytest.approx(expected, abs=1e-4)
-    assert len(set(round(v, 3) for v in expected)) == len(expected)  # the texts really score differently
+    assert len({round(v, 3) for v in expected}) == len(expected)  # the texts really score differently
     assert format_text("p", "r") == "\n\nHuman: p\n\nAssistant: r"
 
 

@@ -75,7 +75,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.server.reject_text in inputs:
             return self._send(400, json.dumps({"error": {"message": "input rejected", "type": "invalid_request_error"}}))
         results = [{"flagged": "kill" in text, "categories": {}, "category_scores": _category_scores(text)} for text in inputs]
-        self._send(200, json.dumps({"id": "modr-1", "model": body["model"], "results": results}))
+        return self._send(200, json.dumps({"id": "modr-1", "model": body["model"], "results": results}))
 
     def _send(self, status: int, text: str) -> None:
         data = text.encode()

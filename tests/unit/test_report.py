@@ -235,7 +235,7 @@ def capability_section(run_dirs: list[Path]) -> Section:
 
 def no_section(run_dirs: list[Path]) -> None:
     """A provider with nothing to say about these runs."""
-    return None
+    return
 
 
 def test_provider_sections_are_rendered(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,9 +31,9 @@ def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
 
 
 def test_a_second_run_is_refused_with_the_holder_named(holder: subprocess.Popen[str], tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=rf"another safemix run is using this run directory \(pid {holder.pid} on "):
-        with run_lock(tmp_path / "run"):
-            pass
+    with pytest.raises(InputError, match=rf"another safemix run is using this run directory \(pid {holder.pid} on "), \
+            run_lock(tmp_path / "run"):
+        pass
 
 
 def test_the_lock_of_a_killed_run_is_taken_over(holder: subprocess.Popen[str], tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from safemix.files import sha256_text, write_text_atomic
 # The (text, list) fields each local task reads from a JSONL line; ``gold`` indexes the list field.
 _MULTIPLE_CHOICE = ("query", "choices")
 _SCHEMA = ("continuation", "context_options")
-TASK_FIELDS: dict[str, tuple[str, str]] = {task: _MULTIPLE_CHOICE for task in TASK_SOURCES} | {"winogrande": _SCHEMA}
+TASK_FIELDS: dict[str, tuple[str, str]] = dict.fromkeys(TASK_SOURCES, _MULTIPLE_CHOICE) | {"winogrande": _SCHEMA}
 
 
 def shipped_task_text(task: str) -> str:

@@ -27,7 +27,7 @@ class Generator(ABC):
         by_id = {generation.id: generation for batch in self.iter_batches(prompts) for generation in batch}
         return [by_id[prompt.id] for prompt in prompts]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook with a default, not an abstract method
         """Release what the backend holds (threads, GPU memory); the default holds nothing."""
 
 

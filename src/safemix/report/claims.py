@@ -137,10 +137,8 @@ def exaggerated_safety(runs: Runs, scorer: str) -> Claim:
         if 0 not in cells or len(ks) < 2:
             continue
         start, end = cells[0], cells[ks[-1]]
-        if apart(start, end):
-            outcome = HOLDS if end.estimate > start.estimate else FAILS  # type: ignore[operator]
-        else:
-            outcome = NOISE
+        rises = end.estimate > start.estimate  # type: ignore[operator]
+        outcome = (HOLDS if rises else FAILS) if apart(start, end) else NOISE
         per_suite.append((suite, outcome, f"{suite}: {percent(start)} at K=0, {percent(end)} at K={ks[-1]} ({outcome})"))
     if not per_suite:
         return _missing(claim, "the run needs K=0, a larger K and the safe prompts of XSTest or I-PhysicalSafetySafe")
