@@ -28,6 +28,7 @@ from safemix.train.config import TrainConfig
 from safemix.winrate.config import WinrateConfig
 
 CONFIG_HASH_CHARS = 12
+DEFAULT_FORMATS: tuple[SafetyFormat, ...] = ("instruction",)
 
 
 class DataConfig(BaseModel):
@@ -42,7 +43,7 @@ class DataConfig(BaseModel):
     val_size: int = Field(default=0, ge=0, description="validation examples drawn from the general pool")
     safety_questions: SourceSpec | None = Field(
         default=None, description="the safety set in question form, paired by position ('safemix data rewrite')")
-    formats: list[SafetyFormat] = Field(default_factory=lambda: ["instruction"], min_length=1,
+    formats: list[SafetyFormat] = Field(default_factory=lambda: list(DEFAULT_FORMATS), min_length=1,
                                         description="forms of the safety examples, one mixture set per value (a sweep axis)")
 
     @field_validator("general", "safety", "safety_questions")

@@ -37,8 +37,15 @@ ALPACA_TEMPLATE: dict[str, str] = {
 class PromptTemplate(Protocol):
     """Turns an instruction (and optional input) into the text that precedes the model's answer."""
 
-    name: str
-    add_special_tokens: bool
+    @property
+    def name(self) -> str:
+        """The template's name (``alpaca``, ``chat``)."""
+        ...
+
+    @property
+    def add_special_tokens(self) -> bool:
+        """Whether the tokenizer adds its special tokens to the prompt text."""
+        ...
 
     def prompt(self, instruction: str, input: str = "") -> str:
         """Return the text up to where the model's answer starts."""

@@ -5,7 +5,7 @@ Each returns None where the statistic is undefined (no data, or no variation to 
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 
 
@@ -43,7 +43,7 @@ def krippendorff_alpha_nominal(units: Sequence[Sequence[Hashable]]) -> float | N
     Returns:
         alpha; None when fewer than two pairable ratings exist or all of them carry one label.
     """
-    coincidence: Counter[tuple[Hashable, Hashable]] = Counter()
+    coincidence: defaultdict[tuple[Hashable, Hashable], float] = defaultdict(float)
     for values in units:
         m = len(values)
         if m < 2:
@@ -53,7 +53,7 @@ def krippendorff_alpha_nominal(units: Sequence[Sequence[Hashable]]) -> float | N
             for second, n_second in counts.items():
                 ordered_pairs = n_first * (n_second - (first == second))
                 coincidence[(first, second)] += ordered_pairs / (m - 1)
-    totals: Counter[Hashable] = Counter()
+    totals: defaultdict[Hashable, float] = defaultdict(float)
     for (first, _), weight in coincidence.items():
         totals[first] += weight
     n = sum(totals.values())

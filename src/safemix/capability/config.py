@@ -23,7 +23,7 @@ TASK_SOURCES: dict[str, str] = {
     "arc_challenge": "arc-challenge",
     "winogrande": "winogrande",
 }
-PAPER_TASKS: list[str] = ["piqa", "boolq", "openbookqa"]
+PAPER_TASKS: list[CapabilityTask] = ["piqa", "boolq", "openbookqa"]
 LOCAL_DATA_FOLDER = "capability-benchmarks"
 
 

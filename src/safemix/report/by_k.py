@@ -32,22 +32,31 @@ class Cell:
         return [row for row in self.rows if row.metric.estimate is not None]
 
     @property
+    def estimates(self) -> list[float]:
+        """Each scored seed's estimate."""
+        return [value for row in self.rows if (value := row.metric.estimate) is not None]
+
+    @property
     def estimate(self) -> float | None:
         """The mean of the seeds' estimates (the estimate itself for one seed)."""
-        scored = self.scored
-        return fmean(row.metric.estimate for row in scored) if scored else None  # type: ignore[misc]
+        return fmean(self.estimates) if self.estimates else None
 
     @property
     def seed_range(self) -> tuple[float, float] | None:
         """The lowest and highest seed's estimate; None with fewer than two scored seeds."""
-        values = [row.metric.estimate for row in self.scored]
-        return (min(values), max(values)) if len(values) > 1 else None  # type: ignore[type-var]
+        values = self.estimates
+        return (min(values), max(values)) if len(values) > 1 else None
+
+    @property
+    def intervals(self) -> list[tuple[float, float]]:
+        """Each scored seed's 95% interval, where it has one."""
+        return [(low, high) for row in self.scored
+                if (low := row.metric.ci_low) is not None and (high := row.metric.ci_high) is not None]
 
     @property
     def interval_half_width(self) -> float | None:
         """The mean half-width of the seeds' 95% intervals (None when no row has one)."""
-        widths = [(row.metric.ci_high - row.metric.ci_low) / 2 for row in self.scored
-                  if row.metric.ci_low is not None and row.metric.ci_high is not None]
+        widths = [(high - low) / 2 for low, high in self.intervals]
         return fmean(widths) if widths else None
 
     @property

@@ -131,20 +131,19 @@ def _is_rate(line: PanelLine) -> bool:
 
 def _draw_panel_line(ax: Any, line: PanelLine, positions: dict[int, float], scale: float) -> None:
     """The adapters as points with interval bars (and the seeds' band), the base model as a dashed line."""
-    adapters = [(k, cell) for k, cell in sorted((k, c) for k, c in line.cells.items() if k is not None)
-                if cell.estimate is not None]
-    if adapters:
-        xs = [positions[k] for k, _ in adapters]
-        ys = [cell.estimate * scale for _, cell in adapters]  # type: ignore[operator]
-        below, above = zip(*(_interval_arms(cell, scale) for _, cell in adapters))
-        ax.errorbar(xs, ys, yerr=[below, above], color=line.colour, marker="o", markersize=4, capsize=2,
-                    label=line.label)
-        ranges = [cell.seed_range for _, cell in adapters]
-        if any(ranges):
-            low = [(r[0] if r else cell.estimate) * scale for r, (_, cell) in zip(ranges, adapters)]  # type: ignore[operator]
-            high = [(r[1] if r else cell.estimate) * scale for r, (_, cell) in zip(ranges, adapters)]  # type: ignore[operator]
-            ax.fill_between(xs, low, high, color=line.colour, alpha=0.18, linewidth=0,
-                            label=f"{line.label}: lowest to highest seed")
+    # (x position, estimate, cell) of every adapter with a scored answer, in K order
+    points = [(positions[k], estimate, cell) for k, cell in sorted((k, c) for k, c in line.cells.items()
+                                                                   if k is not None)
+              if (estimate := cell.estimate) is not None]
+    if points:
+        xs = [x for x, _, _ in points]
+        below, above = zip(*(_interval_arms(cell, scale) for _, _, cell in points))
+        ax.errorbar(xs, [estimate * scale for _, estimate, _ in points], yerr=[below, above], color=line.colour,
+                    marker="o", markersize=4, capsize=2, label=line.label)
+        ranges = [cell.seed_range or (estimate, estimate) for _, estimate, cell in points]
+        if any(cell.seed_range for _, _, cell in points):
+            ax.fill_between(xs, [low * scale for low, _ in ranges], [high * scale for _, high in ranges],
+                            color=line.colour, alpha=0.18, linewidth=0, label=f"{line.label}: lowest to highest seed")
     base = line.cells.get(None)
     if base is not None and base.estimate is not None:
         ax.axhline(base.estimate * scale, color=line.colour, linestyle="--", linewidth=1, label=f"{line.label}, base")
