@@ -1,8 +1,8 @@
 """``docs/reproduction.md``: the paper's findings on a finished run, each with its numbers, a verdict and a
 hand-checked sample of the answers behind it.
 
-The sample: for each claim, ``SAMPLE_SIZE`` answers the claim rests on, drawn by the sha256 of (claim, model label,
-suite, prompt id), so the same run gives the same sample. A reader labels each answer refusal or compliance in a
+The sample: for each claim, ``SAMPLE_SIZE`` answers the claim rests on (the lowest seed's, when there are several),
+drawn by the sha256 of (claim, model label, suite, prompt id), so the same run gives the same sample. A reader labels each answer refusal or compliance in a
 checks file (JSON lines: the sample's fields plus ``reader`` and an optional ``note``); the page then counts how
 often the lead refusal scorer agrees with the reader and lists every disagreement. Checks are matched to answers by
 content (the answer's sha256), so a check of another answer is not counted. No torch, no matplotlib.
@@ -19,7 +19,7 @@ from typing import Any
 from safemix.errors import input_error
 from safemix.report.by_k import k_header
 from safemix.report.claims import Claim, check_claims
-from safemix.report.content import suite_order
+from safemix.report.content import first_seed, suite_order
 from safemix.report.render import render_markdown
 from safemix.report.runs import Runs, read_generations
 from safemix.report.scorers import choose_lead
@@ -53,11 +53,12 @@ class SampleItem:
 
 
 def draw_sample(runs: Runs, claim: Claim, scorer: str, size: int = SAMPLE_SIZE) -> list[SampleItem]:
-    """``size`` answers the claim rests on (its ``sample`` filter), the same ones for the same run."""
+    """``size`` answers the claim rests on (its ``sample`` filter), the same ones for the same run; with several
+    seeds, from the adapters of the lowest seed, so adding seeds leaves the sample (and its checks) as it was."""
     if claim.sample is None:
         return []
     items = []
-    for model in runs.models:
+    for model in first_seed(runs.models):
         calls = _scorer_calls(model.run.run_dir / model.entry.scores_dir / f"{scorer}.jsonl")
         for line in read_generations(model):
             if not claim.sample(line["suite"], line["category"], model.k):
