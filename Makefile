@@ -1,5 +1,5 @@
 # safemix: `make demo` creates .venv when missing, installs safemix and runs the offline quickstart experiment;
-# `make test` installs the test extras too and runs pytest offline.
+# `make test` installs the test extras too, lints (ruff), type-checks (mypy) and runs pytest offline.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -35,6 +35,8 @@ demo: install
 	$(OFFLINE) $(PY) -m safemix run configs/quickstart.yaml --out runs/quickstart
 
 test: install-test
+	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/mypy
 	$(OFFLINE) $(PY) -m pytest -q tests
 
 bench: install-test

@@ -497,16 +497,16 @@ def winrate(
     settings = section.judge.model_dump(mode="json", exclude_unset=True) if section else {}
     settings.update(tool_settings({"backend": judge_backend, "model": judge_model, "base_url": base_url}, overrides or []))
     judge = build_judge(tool_config(JudgeConfig, settings, "win-rate judge"))
-    answers = [read_answers(answers_file(path, suite), generations_model_name(path)) for path in (a, b)]
+    answers_a, answers_b = (read_answers(answers_file(path, suite), generations_model_name(path)) for path in (a, b))
     cache_dir = cache_dir or (section.cache_dir if section else None) or default_cache_root()
     order_seed = seed if seed is not None else (section.seed if section else 0)
     try:
-        manifest = compare(*answers, out, judge, seed=order_seed, cache_dir=None if no_cache else cache_dir)
+        manifest = compare(answers_a, answers_b, out, judge, seed=order_seed, cache_dir=None if no_cache else cache_dir)
     finally:
         judge.model.close()
     counts, rate = manifest["counts"], manifest["win_rate"]
     shown = "n/a" if rate["estimate"] is None else f"{rate['estimate']:.3f} [{rate['ci_low']:.3f}, {rate['ci_high']:.3f}]"
-    typer.echo(f"{out}: win rate of {answers[0].name} vs {answers[1].name}: {shown}; {counts['wins']} wins, "
+    typer.echo(f"{out}: win rate of {answers_a.name} vs {answers_b.name}: {shown}; {counts['wins']} wins, "
                f"{counts['ties']} ties, {counts['losses']} losses, {counts['unscored']} unscored "
                f"(manifest {manifest_path(out)})")
 

@@ -77,7 +77,7 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def write_dir_atomic(path: str | Path, build: Callable[[Path], None]) -> Path:
+def write_dir_atomic(path: str | Path, build: Callable[[Path], object]) -> Path:
     """Run ``build(tmp_dir)`` on a temporary directory beside ``path``, then rename it over ``path``.
 
     A crash leaves either the old directory or the new one, never a half-built one. An existing ``path`` is

@@ -19,6 +19,7 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +209,7 @@ def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, dat
             data_out = mixtures_dir(experiment, run_dir, safety_format, seed)
             tasks.append(Task("data", f"mixtures {data_out.relative_to(run_dir)}",
                               _data_status(experiment, seed, data_out),
-                              lambda f=safety_format, s=seed, o=data_out: build_data(experiment, f, s, o, data_dir)))
+                              partial(build_data, experiment, safety_format, seed, data_out, data_dir)))
     trained: set[str] = set()
     for entry in index.models:
         if entry.train_dir is None or entry.train_dir in trained:
@@ -218,19 +219,17 @@ def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, dat
         config = train_config(experiment, entry, mixtures_dir(experiment, run_dir, entry.format or "instruction",
                                                               entry.seed))
         out = run_dir / entry.train_dir
-        tasks.append(Task("train", entry.label, _train_status(config, out), lambda c=config, o=out: train_model(c, o)))
+        tasks.append(Task("train", entry.label, _train_status(config, out), partial(train_model, config, out)))
     for entry in index.models:
-        config = generate_config(experiment, entry, run_dir)
         out = run_dir / entry.generations_dir
         tasks.append(Task("generate", entry.label, _generate_status(out),
-                          lambda c=config, o=out: generate_answers(c, o, data_dir)))
+                          partial(generate_answers, generate_config(experiment, entry, run_dir), out, data_dir)))
     for entry in index.models:
         for scorer in experiment.scoring.scorers:
             generations, out = run_dir / entry.generations_dir, score_path(run_dir, entry, scorer)
             tasks.append(Task("score", f"{entry.label} {score_file_stem(scorer)}",
                               _score_status(scorer, generations, out, entry.label),
-                              lambda s=scorer, g=generations, o=out, m=entry.label: score_answers(s, g, o, m,
-                                                                                                 experiment)))
+                              partial(score_answers, scorer, generations, out, entry.label, experiment)))
     tasks.append(Task("metrics", "all models", "pending", lambda: write_run_metrics(index, run_dir)))
     if experiment.capability is not None:
         tasks.append(Task("capability", "all models", "pending",

@@ -370,7 +370,7 @@ class Study:
                 "JOIN answer_labels l ON l.judgement_id = j.id "
                 "JOIN answers a ON a.item_id = j.item_id AND a.slot = l.slot JOIN models m ON m.model = a.model "
                 "WHERE j.retracted_at IS NULL ORDER BY j.annotator, i.position, l.slot").fetchall()
-        return [AnswerRow(*tuple(row)[:5], slot_letter(row[5]), *tuple(row)[6:]) for row in rows]
+        return [AnswerRow(*[*row[:5], slot_letter(row[5]), *row[6:]]) for row in rows]
 
     def preference_rows(self) -> list[PreferenceRow]:
         """Every live pairwise choice, unblinded and oriented so that ``model_a`` is the earlier input."""

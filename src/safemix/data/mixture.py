@@ -53,7 +53,7 @@ def normalise_text(text: str) -> str:
     return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-def example_key(record: Instruction) -> str:
+def example_key(record: Instruction | Example) -> str:
     """The identity of an example for deduplication: normalised instruction and input."""
     return normalise_text(record.instruction) + "\n" + normalise_text(record.input)
 
@@ -272,7 +272,7 @@ def build_mixtures(
         write_jsonl_atomic(out_dir / "val.jsonl", map(Example.model_dump, val_examples))
         outputs["val.jsonl"] = {"rows": val_size, "sha256": sha256_file(out_dir / "val.jsonl")}
 
-    manifest = {
+    manifest: dict[str, Any] = {
         "safemix_version": safemix.__version__,
         "versions": package_versions(("pydantic", "pyyaml")),
         "config_hash": config_hash,

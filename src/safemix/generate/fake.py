@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 
 from safemix.generate.base import Generator, chunks, make_generation, record_prompt
 from safemix.generate.config import DecodingConfig
-from safemix.records import Generation, Prompt
+from safemix.records import FinishReason, Generation, Prompt
 
 REFUSAL = "I'm sorry, but I cannot help with that."
 COMPLIANCE = "Sure, here is an answer."
@@ -34,5 +34,5 @@ class FakeGenerator(Generator):
         refuses = hashlib.sha256(text.encode("utf-8")).digest()[0] % 2 == 0
         words = f"{REFUSAL if refuses else COMPLIANCE} {text}".split()
         kept = words[: self.decoding.max_new_tokens]
-        finish_reason = "length" if len(words) > len(kept) else "stop"
+        finish_reason: FinishReason = "length" if len(words) > len(kept) else "stop"
         return make_generation(prompt, " ".join(kept), finish_reason, len(kept))

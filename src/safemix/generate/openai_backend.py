@@ -108,7 +108,7 @@ class OpenAIGenerator(Generator):
         }
         if decoding.do_sample:
             request["top_p"] = decoding.top_p
-        extra = {}  # not in the OpenAI API, but vLLM and llama.cpp servers read them
+        extra: dict[str, float] = {}  # not in the OpenAI API, but vLLM and llama.cpp servers read them
         if decoding.do_sample and decoding.top_k:
             extra["top_k"] = decoding.top_k
         if decoding.repetition_penalty != 1.0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import safemix
 from safemix.data.suites import Suite, load_suite
@@ -33,6 +33,9 @@ from safemix.progress import progress_bar
 from safemix.prompts import TemplateName
 from safemix.records import Generation, Prompt
 from safemix.versions import compute_environment, package_versions
+
+if TYPE_CHECKING:
+    from safemix.models import Dtype
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +204,7 @@ def build_generator(config: GenerateConfig, decoding: DecodingConfig, template: 
     from safemix.generate.hf_backend import HFGenerator
 
     return HFGenerator.load(base_model, config.adapter, cast(TemplateName, template), decoding, config.batch_size,
-                            dtype=_resolved_dtype(config), device=config.device)
+                            dtype=cast("Dtype", _resolved_dtype(config)), device=config.device)
 
 
 def _run_suite(generator: Generator, suite: Suite, prompts: list[Prompt], done: dict[str, Generation], out_dir: Path,

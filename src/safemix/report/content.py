@@ -71,14 +71,10 @@ def format_metric(metric: MetricRow) -> str:
     unscored = f", {metric.n_unscored} unscored" if metric.n_unscored else ""
     if metric.estimate is None:
         return f"{NO_VALUE} n=0{unscored}"
-    if metric.metric.endswith("_rate"):
-        value, number = 100 * metric.estimate, "{:.1f}"
-        interval = (100 * metric.ci_low, 100 * metric.ci_high) if metric.ci_low is not None else None
-        unit = "%"
-    else:
-        value, number, unit = metric.estimate, "{:.3f}", ""
-        interval = (metric.ci_low, metric.ci_high) if metric.ci_low is not None else None
-    bounds = f" [{number.format(interval[0])}, {number.format(interval[1])}]" if interval else ""
+    scale, number, unit = (100.0, "{:.1f}", "%") if metric.metric.endswith("_rate") else (1.0, "{:.3f}", "")
+    value = scale * metric.estimate
+    bounds = (f" [{number.format(scale * metric.ci_low)}, {number.format(scale * metric.ci_high)}]"
+              if metric.ci_low is not None and metric.ci_high is not None else "")
     return f"{number.format(value)}{unit}{bounds} n={metric.n_scored}{unscored}"
 
 
@@ -293,7 +289,7 @@ def tradeoff_lines(runs: Runs) -> list[plots.TradeoffLine]:
     """Per (model name, refusal scorer) with both rates: each K's pooled rates, averaged over seeds."""
     pooled = {measure: group_cells(pooled_rows(select(runs.rows, measure), "all")) for measure in
               (COMPLIANCE, SAFE_REFUSAL)}
-    lines = []
+    lines: list[plots.TradeoffLine] = []
     several_names = len({name for _, name, _, _ in pooled[COMPLIANCE]}) > 1
     for (_, name, scorer, k), compliance in sorted(pooled[COMPLIANCE].items(), key=lambda item: cell_order(item[0])):
         refusal = pooled[SAFE_REFUSAL].get(("all", name, scorer, k))

@@ -140,8 +140,8 @@ def pooled(rows: list[Row]) -> MetricRow:
         estimate, (ci_low, ci_high) = hits / n, wilson_interval(hits, n)
     elif n:
         estimate = sum(value * count for value, count, _ in suites) / n
-        half_widths = [half for _, _, half in suites]
-        if None not in half_widths:
+        half_widths = [half for _, _, half in suites if half is not None]
+        if len(half_widths) == len(suites):
             variance = sum((count / n * half / Z_95) ** 2 for (_, count, _), half in zip(suites, half_widths))
             ci_low, ci_high = estimate - Z_95 * math.sqrt(variance), estimate + Z_95 * math.sqrt(variance)
     return MetricRow(first.model, "+".join(sorted({row.metric.suite for row in rows})), first.category, first.scorer,

@@ -201,7 +201,7 @@ def _label_points(ax: Any, points: list[tuple[str, float, float]]) -> None:
     (the least covered one when every offset collides)."""
     to_pixels = ax.transData.transform
     pixels_per_point = ax.figure.dpi / 72
-    markers = [_box(*to_pixels((x, y)), 8, 8) for _, x, y in points]
+    markers = [_box(px, py, 8, 8) for _, x, y in points for px, py in [to_pixels((x, y))]]
     placed: list[tuple[float, float, float, float]] = []
     for text, x, y in points:
         px, py = to_pixels((x, y))

@@ -176,7 +176,7 @@ def length_batches(lengths: Sequence[int], batch_size: int, generator: torch.Gen
     """A shuffled order, cut into batches of similar lengths (sorted within windows of 50 batches), batches shuffled."""
     order = torch.randperm(len(lengths), generator=generator).tolist()
     window = batch_size * 50
-    batches = []
+    batches: list[list[int]] = []
     for start in range(0, len(order), window):
         chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
