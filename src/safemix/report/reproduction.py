@@ -125,8 +125,8 @@ def sample_section(claim: Claim, items: list[SampleItem], checks: dict[tuple[int
                   f"reader agrees on {len(checked) - len(disagreements)} of {len(checked)}."]
     if not disagreements:
         return paragraphs, []
-    table = Table(["suite, id", "K", "prompt", "answer", lead, "reader", "note"],
-                  [[f"{item.suite} {item.id}", k_header(item.k), item.prompt, _cut(item.response),
+    table = Table(["prompt id", "K", "prompt", "answer", lead, "reader", "note"],
+                  [[item.id, k_header(item.k), item.prompt, _cut(item.response),
                     item.scorer_call or "unscored", check["reader"], check.get("note", "")]
                    for item, check in disagreements], f"Where {lead} and the reader disagree")
     return paragraphs, [table]
