@@ -241,7 +241,7 @@ def model_tiny(
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
     """Build a tiny random Llama with a BPE tokenizer and a chat template, offline, in seconds."""
-    from safemix.models import build_tiny_model
+    from safemix.models.tiny import build_tiny_model
 
     typer.echo(str(build_tiny_model(out, seed=seed)))
 
@@ -252,7 +252,7 @@ def model_prepare(
     out: Annotated[Path | None, typer.Option("--out", help="Directory (default $SAFEMIX_MODELS_DIR/NAME).")] = None,
 ) -> None:
     """Convert a built-in offline model into a transformers checkpoint once; later runs reuse it."""
-    from safemix.models import BUILTIN_MODELS, prepare_smollm2
+    from safemix.models.builtin import BUILTIN_MODELS, prepare_smollm2
 
     if name not in BUILTIN_MODELS:
         raise InputError(f"model {name!r}: not a built-in model (built-in: {', '.join(BUILTIN_MODELS)})")

@@ -80,7 +80,7 @@ def test_a_run_writes_every_file_of_the_run_directory_contract(finished_run: tup
     assert cells[("base", "starter-safe", "refusal-strmatch")]["n_scored"] + \
         cells[("base", "starter-safe", "refusal-strmatch")]["n_unscored"] == 60
     summary = (run_dir / "summary.csv").read_text().splitlines()
-    assert summary[0] == "model,k,suite,category,scorer,metric,value,ci_low,ci_high,n,n_unscored"
+    assert summary[0] == "model,k,seed,suite,category,scorer,metric,value,ci_low,ci_high,n,n_unscored"
     assert len(summary) == 1 + len(metrics)
     assert "data:image/png;base64," in (run_dir / "report.html").read_text()
     assert (run_dir / "report.md").read_text().startswith("# ")

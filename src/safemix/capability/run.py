@@ -99,7 +99,8 @@ def evaluate_capability(
 def describe_model(base_model: str, adapter: Path | None) -> dict[str, Any]:
     """What is evaluated, without loading it: the resolved base, its fingerprint, the adapter and its hash."""
     from safemix.generate.runner import adapter_sha256
-    from safemix.models import base_model_fingerprint, check_adapter_base, find_adapter_dir, resolve_model
+    from safemix.models.adapters import check_adapter_base, find_adapter_dir
+    from safemix.models.resolve import base_model_fingerprint, resolve_model
 
     resolved = resolve_model(base_model)
     described: dict[str, Any] = {"base_model": base_model, "pretrained": str(resolved),

@@ -15,7 +15,8 @@ from typing import Any
 
 from safemix.generate.base import Generator, balanced_chunks, make_generation
 from safemix.generate.config import DecodingConfig
-from safemix.models import Dtype, load_model_and_tokenizer
+from safemix.models.dtypes import Dtype
+from safemix.models.loading import load_model_and_tokenizer
 from safemix.prompts import PromptTemplate, TemplateName, get_template
 from safemix.records import Generation, Prompt
 

@@ -150,18 +150,14 @@ def _resolved_dtype(config: GenerateConfig) -> str:
     """The dtype the model runs in (``auto`` resolved for the device), so that manifests say what ran."""
     if config.backend == "fake":
         return config.dtype
-    from safemix.models import resolve_dtype
+    from safemix.models.dtypes import resolve_dtype
 
     return resolve_dtype(config.dtype, config.device)
 
 
 def _local_model_settings(config: GenerateConfig, base_model: str) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
-    from safemix.models import (
-        base_model_fingerprint,
-        check_adapter_base,
-        find_adapter_dir,
-        resolve_model,
-    )
+    from safemix.models.adapters import check_adapter_base, find_adapter_dir
+    from safemix.models.resolve import base_model_fingerprint, resolve_model
 
     if config.backend == "fake":
         return {"name": base_model}, None, config.template or "alpaca"

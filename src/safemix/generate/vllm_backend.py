@@ -15,7 +15,8 @@ from typing import Any
 from safemix.errors import InputError
 from safemix.generate.base import Generator, chunks, make_generation
 from safemix.generate.config import DecodingConfig
-from safemix.models import find_adapter_dir, resolve_model
+from safemix.models.adapters import find_adapter_dir
+from safemix.models.resolve import resolve_model
 from safemix.prompts import PromptTemplate, TemplateName, get_template
 from safemix.records import Generation, Prompt
 

@@ -194,7 +194,7 @@ class _Trainer:
     """Runs the two stages on one encoded data set; every stage 2 starts from the same stance weights."""
 
     def __init__(self, examples: Sequence[LabelledResponse], training: JudgeTraining, model_dir: Path):
-        from safemix.models import native_bfloat16
+        from safemix.models.dtypes import native_bfloat16
         from safemix.scoring import judge_model
 
         self.jm = judge_model

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from safemix.files import write_json_atomic
-from safemix.models import AdapterInfo, write_adapter_info
+from safemix.models.adapters import AdapterInfo, write_adapter_info
 
 log = logging.getLogger(__name__)
 

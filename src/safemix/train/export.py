@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 
 from safemix.files import write_dir_atomic
-from safemix.models import load_model_and_tokenizer, load_tokenizer, resolve_model
+from safemix.models.loading import load_model_and_tokenizer, load_tokenizer
+from safemix.models.resolve import resolve_model
 
 log = logging.getLogger(__name__)
 

@@ -21,16 +21,10 @@ from typing import Any, Literal
 
 from safemix.errors import InputError, input_error
 from safemix.files import canonical_json, sha256_file, sha256_text, write_dir_atomic
-from safemix.models import (
-    AdapterInfo,
-    Dtype,
-    base_model_fingerprint,
-    check_device_options,
-    load_base_model,
-    load_tokenizer,
-    resolve_dtype,
-    resolve_model,
-)
+from safemix.models.adapters import AdapterInfo
+from safemix.models.dtypes import Dtype, check_device_options, resolve_dtype
+from safemix.models.loading import load_base_model, load_tokenizer
+from safemix.models.resolve import base_model_fingerprint, resolve_model
 from safemix.progress import progress_bar
 from safemix.prompts import get_template
 from safemix.records import Example
