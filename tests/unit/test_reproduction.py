@@ -121,3 +121,16 @@ def test_the_script_writes_the_page_and_exits_2_on_a_bad_checks_file(run_dir: Pa
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
     """Run a Python script of the repository with this interpreter."""
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False, cwd=REPO_ROOT)
+
+
+def test_the_page_names_adapters_that_kept_a_checkpoint_before_their_last_step(tmp_path: Path) -> None:
+    run = build_fake_run(tmp_path / "run", suites=PAPER_SCALE_SUITES, ks=(0, 250), scorers=SCORERS)
+    log_path = run / "train" / "k0" / "train_log.json"
+    log = json.loads(log_path.read_text(encoding="utf-8"))
+    log["best_step"] = log["steps"]  # K=0 kept its last step; K=250 keeps the fake log's step 30 of 40
+    log_path.write_text(json.dumps(log), encoding="utf-8")
+    page, _ = reproduction_page(load_runs([run]), {}, "cmd")
+    overview = page[:page.index("## Summary")]
+    assert "smollm2-135m-instruct K=250 kept step 30 of 40 (validation loss 1.0750 against 1.5375 at the last" \
+           in overview
+    assert "K=0 kept" not in overview

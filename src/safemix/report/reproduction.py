@@ -21,7 +21,7 @@ from safemix.report.by_k import k_header
 from safemix.report.claims import Claim, check_claims
 from safemix.report.content import first_seed, suite_order
 from safemix.report.render import render_markdown
-from safemix.report.runs import Runs, read_generations
+from safemix.report.runs import Runs, read_generations, read_train_log
 from safemix.report.scorers import choose_lead
 from safemix.report.sections import Section, Table
 from safemix.run_scores import refusal_call
@@ -165,7 +165,33 @@ def _overview(runs: Runs, lead_sentence: str, command: str) -> Section:
         f"Models: {', '.join(models)}; K = {', '.join(map(str, ks))}; seeds: {', '.join(map(str, seeds)) or 'none'}"
         + (" (one training run per K: no spread over seeds; add sweep.seeds to see it)." if len(seeds) < 2 else "."),
         lead_sentence,
+        *_early_checkpoints(runs),
     ])
+
+
+def _early_checkpoints(runs: Runs) -> list[str]:
+    """A sentence naming every adapter whose kept checkpoint (lowest validation loss) is before its last step.
+
+    Such an adapter has trained on only part of its mixture, safety examples included, so its numbers stand for
+    less training than its K says; a large spread between seeds at one K often comes from this.
+    """
+    early = []
+    several_seeds = len({model.entry.seed for model in runs.models if model.k is not None}) > 1
+    for model in runs.models:
+        log = read_train_log(model) if model.k is not None else None
+        if log is None or log.get("best_step") is None or log["best_step"] >= log["steps"]:
+            continue
+        val_losses = {point["step"]: point["loss"] for point in log.get("val_loss", [])}
+        last_loss = val_losses.get(log["steps"])
+        at_last = "" if last_loss is None else f" against {last_loss:.4f} at the last step"
+        seed = f", seed {model.entry.seed}" if several_seeds else ""
+        early.append(f"{model.name} K={model.k}{seed} kept step {log['best_step']} of {log['steps']} "
+                     f"(validation loss {log['best_val_loss']:.4f}{at_last})")
+    if not early:
+        return []
+    return ["Checkpoints kept before the last step, so trained on part of their mixture only: " + "; ".join(early)
+            + ". The validation split holds general instructions only, so the checkpoint is chosen blind to the "
+              "safety examples."]
 
 
 def _summary(claims: list[Claim]) -> Section:
