@@ -1,5 +1,6 @@
 # safemix: `make demo` creates .venv when missing, installs safemix and runs the offline quickstart experiment;
-# `make test` installs the test extras too, lints (ruff), type-checks (mypy) and runs pytest offline.
+# `make test` installs the test extras too, lints (ruff), type-checks (mypy), checks the import layers
+# (import-linter) and runs pytest offline.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -37,6 +38,7 @@ demo: install
 test: install-test
 	$(VENV)/bin/ruff check src tests scripts benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(OFFLINE) $(PY) -m pytest -q tests
 
 bench: install-test

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from safemix.data.catalog import default_data_dir
-from safemix.scoring.harmfulness import HarmfulnessRewardModel, HarmfulnessSettings, build_tiny_regressor, format_text
+from safemix.models.tiny import build_tiny_regressor
+from safemix.scoring.harmfulness import HarmfulnessRewardModel, HarmfulnessSettings, format_text
 from safemix.scoring.judge_data import XSTEST_COMPLETIONS, read_xstest_completions
 
 REFERENCE_BATCH_SIZE = 128

@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from safemix.metrics import compute_metrics, write_metrics
-from safemix.run_index import ModelEntry, RunIndex, SuiteEntry, write_run_index
+from safemix.run_files import (
+    DIRECTORY_MANIFEST,
+    MixtureManifest,
+    MixtureSettings,
+    ModelEntry,
+    RunIndex,
+    RunLayout,
+    SuiteEntry,
+    write_manifest,
+    write_run_index,
+)
 
 #: The paper's evaluation suites with their prompt counts after deduplication (``docs/generation.md``).
 PAPER_SCALE_SUITES: dict[str, dict[str, int]] = {
@@ -165,6 +175,14 @@ def generation_lines(entry: ModelEntry, suite: str, categories: dict[str, int]) 
     return lines
 
 
+def mixture_manifest(n_general: int, ks: Sequence[int], safety_format: str = "instruction") -> MixtureManifest:
+    """The manifest of mixtures with ``n_general`` general examples and each K, in one safety format."""
+    return MixtureManifest(
+        safemix_version="0.0.0", versions={}, config_hash="0123abcd456e", format=safety_format,
+        settings=MixtureSettings(n_general=n_general, n_safety=sorted(ks), val_size=10, seed=0),
+        permutation="fake", sources={}, contamination_guard={}, outputs={})
+
+
 def train_log(k: int) -> dict[str, Any]:
     """A short ``train_log.json`` whose losses end lower for larger K."""
     return {"steps": 40, "best_step": 30, "best_val_loss": 1.2 - k / 2000, "real_tokens_per_second": 210.0,
@@ -202,7 +220,8 @@ def model_entries(ks: Sequence[int], seeds: Sequence[int], include_base: bool, m
 
 def build_fake_run(run_dir: Path, *, suites: dict[str, dict[str, int]], ks: Sequence[int], scorers: Sequence[str],
                    seeds: Sequence[int] = (0,), include_base: bool = True, name: str = "fake",
-                   model: str = "smollm2-135m-instruct") -> Path:
+                   model: str = "smollm2-135m-instruct", formats: Sequence[str] = ("instruction",),
+                   n_general: int = 300) -> Path:
     """Write a complete run directory (see the module docstring) into ``run_dir`` and return it.
 
     Args:
@@ -213,6 +232,9 @@ def build_fake_run(run_dir: Path, *, suites: dict[str, dict[str, int]], ks: Sequ
         seeds: the adapters' seeds; labels spell out every seed but the first (the experiment's own).
         include_base: whether the run has the untuned base model.
         name: the run's name; model: every model's ``model`` name.
+        formats: the safety formats of the mixtures; several write ``data/<format>/manifest.json`` each, as a run
+            that sweeps formats does (the adapters are not split by format).
+        n_general: the general examples of every mixture.
     """
     run_dir = Path(run_dir)
     entries = model_entries(ks, seeds, include_base, model)
@@ -229,5 +251,8 @@ def build_fake_run(run_dir: Path, *, suites: dict[str, dict[str, int]], ks: Sequ
             all_lines += lines
         if entry.train_dir is not None and entry.k is not None:
             _write_text(run_dir / entry.train_dir / "train_log.json", json.dumps(train_log(entry.k)))
+    for safety_format in formats:
+        out = RunLayout(run_dir).mixtures_dir(safety_format if len(formats) > 1 else None)
+        write_manifest(out / DIRECTORY_MANIFEST, mixture_manifest(n_general, ks, safety_format))
     write_metrics(compute_metrics(all_lines), run_dir)
     return run_dir

@@ -17,7 +17,7 @@ import click
 import typer
 from pydantic import BaseModel, ValidationError
 
-from safemix.errors import InputError
+from safemix.errors import InputError, first_problem, setting_problem
 
 log = logging.getLogger("safemix")
 
@@ -174,9 +174,10 @@ def data_build(
     overrides: SetOption = None,
 ) -> None:
     """Build mixture-K.jsonl for every K, val.jsonl and manifest.json into --out."""
-    from safemix.config import command_line_config, config_hash, validate_config, write_resolved_config
+    from safemix.config import command_line_config, validate_config, write_resolved_config
     from safemix.data.catalog import default_data_dir
     from safemix.data.mixture import build_mixtures
+    from safemix.run_files import mixture_config_hash
 
     flags = {
         "data.general": general,
@@ -198,7 +199,8 @@ def data_build(
                          f"({', '.join(d.formats)}), or sweep them with 'safemix run'")
     manifest = build_mixtures(
         d.general, d.safety, d.n_general, d.n_safety, out, val_size=d.val_size, seed=experiment.seed,
-        data_dir=root, config_hash=config_hash(experiment), safety_format=d.formats[0],
+        data_dir=root, config_hash=mixture_config_hash(d.model_dump(mode="json"), experiment.seed),
+        safety_format=d.formats[0],
         safety_questions=d.safety_questions,
     )
     write_resolved_config(experiment, out)
@@ -217,17 +219,17 @@ def data_rewrite(
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Rewrite cache (default $SAFEMIX_SCORE_CACHE or ~/.cache/safemix/scores).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the rewrite cache.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and errors only.")] = False,
-    overrides: Annotated[list[str] | None, typer.Option("--set", help="Set a model setting: --set max_new_tokens=64 (repeatable).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Set a model setting: --set rewrite.max_new_tokens=64 (repeatable).")] = None,
 ) -> None:
     """Rewrite a safety set's instructions as questions (or back) with a language model; cached, nothing dropped."""
-    from safemix.data.rewrite import RewriteConfig, RewriteForm, manifest_path, rewrite_file
+    from safemix.rewrite import RewriteConfig, RewriteForm, manifest_path, rewrite_file
     from safemix.scoring.cache import default_cache_root
 
     if quiet:
         logging.getLogger("safemix").setLevel(logging.WARNING)
     if to not in ("question", "instruction"):
         raise InputError(f"--to {to!r}: expected question or instruction")
-    settings = tool_settings({"backend": backend, "model": model, "base_url": base_url}, overrides or [])
+    settings = tool_settings({"backend": backend, "model": model, "base_url": base_url}, overrides or [], "rewrite")
     manifest = rewrite_file(input_path, out, cast(RewriteForm, to), tool_config(RewriteConfig, settings, "rewrite model"),
                             cache_dir=None if no_cache else cache_dir or default_cache_root())
     counts = manifest["counts"]
@@ -304,8 +306,10 @@ def generate(
     overrides: SetOption = None,
 ) -> None:
     """Answer every prompt of the chosen suites; resumes an interrupted run in the same --out."""
+    from safemix.config import load_command_settings
     from safemix.data.catalog import default_data_dir
-    from safemix.generate.command import load_generate_command, suite_entries
+    from safemix.generate.command import suite_entries
+    from safemix.generate.config import GenerateConfig
     from safemix.generate.runner import generate_suites
 
     if quiet:
@@ -326,9 +330,9 @@ def generate(
         "generate.openai.concurrency": concurrency,
         "data_dir": str(data_dir) if data_dir else None,
     }
-    command = load_generate_command(config, flags, overrides or [])
-    manifest = generate_suites(command.generate, out, data_dir=default_data_dir(command.data_dir), overwrite=overwrite)
-    for spec in command.generate.suites:
+    settings = load_command_settings("generate", GenerateConfig, config, flags, overrides or [])
+    manifest = generate_suites(settings.section, out, data_dir=default_data_dir(settings.data_dir), overwrite=overwrite)
+    for spec in settings.section.suites:
         entry = manifest["suites"][spec.label]
         typer.echo(f"{out / entry['file']}: {entry['n_prompts']} answers")
 
@@ -363,7 +367,7 @@ def train(
     overrides: SetOption = None,
 ) -> None:
     """Fine-tune a causal LM with LoRA on a mixture; keep the best step by validation loss; resume after a crash."""
-    from safemix.train.config import load_train_config
+    from safemix.config import load_train_settings
     from safemix.train.recipe import train as run_training
 
     if quiet:
@@ -392,7 +396,7 @@ def train(
         "train.load_in_8bit": load_in_8bit,
         "train.gradient_checkpointing": gradient_checkpointing,
     }
-    result = run_training(load_train_config(config, flags, overrides or []), out)
+    result = run_training(load_train_settings(config, flags, overrides or []), out)
     typer.echo(f"{result.adapter_dir}: best step {result.log['best_step']}, validation loss {result.log['best_val_loss']:.4f}")
 
 
@@ -438,10 +442,10 @@ def score(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the score cache.")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="Experiment YAML whose 'scoring' section gives the scorer's settings.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and errors only.")] = False,
-    overrides: Annotated[list[str] | None, typer.Option("--set", help="Set a scorer setting: --set max_tokens=256 (repeatable).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Set a scorer setting: --set scoring.SCORER.max_tokens=256 (repeatable).")] = None,
 ) -> None:
     """Judge every response of --input with one scorer; cached judgements are reused, so reruns score only new items."""
-    from safemix.config import load_config, parse_override
+    from safemix.config import load_config
     from safemix.scoring.cache import default_cache_root
     from safemix.scoring.inputs import Columns
     from safemix.scoring.run import manifest_path, score_file
@@ -454,10 +458,7 @@ def score(
         settings.update(scoring.settings_for(scorer) if scoring else {})
         cache_dir = cache_dir or (scoring.cache_dir if scoring else None)
     flags = {"model": model, "setup": setup, "template": template, "base_url": base_url, "batch_size": batch_size, "device": device}
-    settings.update({key: value for key, value in flags.items() if value is not None})
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        settings[".".join(keys)] = value
+    settings.update(tool_settings(flags, overrides or [], f"scoring.{scorer}"))
     columns = Columns(prompt=prompt_column, response=response_column, id=id_column or "id", id_given=id_column is not None)
     manifest = score_file(scorer, settings, input_path, out, columns=columns, prompts_path=prompts, model=generations_model,
                           cache_dir=None if no_cache else cache_dir or default_cache_root())
@@ -480,7 +481,7 @@ def winrate(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the judgement cache.")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="Experiment YAML whose 'winrate' section gives the judge, seed and cache.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and errors only.")] = False,
-    overrides: Annotated[list[str] | None, typer.Option("--set", help="Set a judge setting: --set max_new_tokens=32 (repeatable).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Set a judge setting: --set winrate.judge.max_new_tokens=32 (repeatable).")] = None,
 ) -> None:
     """Pairwise win rate of --a against --b (the reference), judged by a language model; verdicts are cached."""
     from safemix.config import load_config
@@ -495,7 +496,8 @@ def winrate(
         logging.getLogger("safemix").setLevel(logging.WARNING)
     section = load_config(config).winrate if config else None
     settings = section.judge.model_dump(mode="json", exclude_unset=True) if section else {}
-    settings.update(tool_settings({"backend": judge_backend, "model": judge_model, "base_url": base_url}, overrides or []))
+    settings.update(tool_settings({"backend": judge_backend, "model": judge_model, "base_url": base_url}, overrides or [],
+                                  "winrate.judge"))
     judge = build_judge(tool_config(JudgeConfig, settings, "win-rate judge"))
     answers_a, answers_b = (read_answers(answers_file(path, suite), generations_model_name(path)) for path in (a, b))
     cache_dir = cache_dir or (section.cache_dir if section else None) or default_cache_root()
@@ -511,13 +513,23 @@ def winrate(
                f"(manifest {manifest_path(out)})")
 
 
-def tool_settings(flags: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A judge's or rewriter's settings: the flags given, then ``--set key=value`` overrides."""
+def tool_settings(flags: dict[str, Any], overrides: list[str], root: str) -> dict[str, Any]:
+    """A scorer's, judge's or rewriter's settings: the flags given, then ``--set`` overrides.
+
+    As in every command, ``--set`` names dotted config keys: here the settings under ``root``
+    (``scoring.llm-judge.max_tokens``, ``winrate.judge.max_new_tokens``, ``rewrite.batch_size``). The short form
+    relative to ``root`` (``--set max_tokens=256``), which these commands took before, still works and warns.
+    """
     from safemix.config import parse_override
 
     settings = {key: value for key, value in flags.items() if value is not None}
+    prefix = root.split(".")
     for text in overrides:
         keys, value = parse_override(text)
+        if keys[: len(prefix)] == prefix and len(keys) > len(prefix):
+            keys = keys[len(prefix):]
+        else:
+            log.warning("--set %s: write --set %s.%s (the short form is deprecated)", text, root, text)
         settings[".".join(keys)] = value
     return settings
 
@@ -530,10 +542,7 @@ def tool_config(cls: type[ToolConfigT], settings: dict[str, Any], what: str) -> 
     try:
         return cls.model_validate(settings)
     except ValidationError as err:
-        problem = err.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        message = problem["msg"].removeprefix("Value error, ")
-        raise InputError(f"{what}: {f'setting {where}: ' if where else ''}{message}") from None
+        raise InputError(f"{what}: {setting_problem(err)}") from None
 
 
 @judge_app.command("train")
@@ -607,8 +616,9 @@ def capability(
     overrides: SetOption = None,
 ) -> None:
     """Accuracy on multiple-choice benchmarks through lm-evaluation-harness; finished tasks are not rerun."""
-    from safemix.capability.command import load_capability_command
+    from safemix.capability.config import CapabilityConfig
     from safemix.capability.run import evaluate_capability
+    from safemix.config import load_command_settings
     from safemix.data.catalog import default_data_dir
 
     flags = {
@@ -620,8 +630,9 @@ def capability(
         "capability.source": source,
         "data_dir": str(data_dir) if data_dir else None,
     }
-    command = load_capability_command(config, flags, overrides or [])
-    results = evaluate_capability(command.capability, base_model, adapter, out, default_data_dir(command.data_dir))
+    settings = load_command_settings("capability", CapabilityConfig, config, flags, overrides or [],
+                                     default=CapabilityConfig())
+    results = evaluate_capability(settings.section, base_model, adapter, out, default_data_dir(settings.data_dir))
     for row in results["results"]:
         typer.echo(f"{row['task']:14} {row['metric']:9} {row['value']:.4f} n={row['n']}")
     typer.echo(f"wrote {out / 'results.json'}", err=True)
@@ -744,9 +755,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as err:
         if debug:
             raise
-        problem = err.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        typer.echo(f"safemix: error: {where}: {problem['msg'].removeprefix('Value error, ')}", err=True)
+        typer.echo(f"safemix: error: {first_problem(err)}", err=True)
         code = 2
     except click.ClickException as err:
         err.show()

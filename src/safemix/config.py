@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,7 +20,7 @@ from safemix.checks import distinct
 from safemix.data.catalog import get_source
 from safemix.data.mixture import SafetyFormat
 from safemix.data.sources import SourceSpec
-from safemix.errors import InputError, input_error
+from safemix.errors import InputError, input_error, validation_problems
 from safemix.files import canonical_json, sha256_text, write_text_atomic
 from safemix.generate.config import GenerateConfig, load_presets
 from safemix.prompts import TemplateName
@@ -119,16 +120,6 @@ class ExperimentConfig(BaseModel):
     winrate: WinrateConfig | None = Field(default=None, description="pairwise win rate against a reference model (safemix winrate)")
 
 
-def format_validation_error(err: ValidationError) -> list[str]:
-    """One ``dotted.path: message`` line per error."""
-    lines = []
-    for item in err.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{path}: {message}")
-    return lines
-
-
 class ConfigError(InputError):
     """A config that fails validation; ``problems`` holds every ``dotted.path: message``."""
 
@@ -215,9 +206,99 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(source, format_validation_error(err)) from None
+        raise ConfigError(source, validation_problems(err)) from None
     except InputError as err:  # raised inside a validator, e.g. an unknown catalog name
         raise ConfigError(source, [str(err)]) from None
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
+COMMAND_LINE = "command line"
+COMMAND_TOP_LEVEL_KEYS = ("seed", "data_dir")
+
+
+@dataclass(frozen=True)
+class CommandSettings(Generic[SectionT]):
+    """What a single-stage command (``safemix train``, ``generate``, ``capability``) works from: its section of
+    the config and the experiment-level settings it reads."""
+
+    section: SectionT
+    data_dir: Path | None
+    seed: int
+
+
+def load_command_settings(
+    name: str, schema: type[SectionT], config_file: Path | None, flags: Mapping[str, Any], overrides: Sequence[str],
+    *, default: SectionT | None = None,
+) -> CommandSettings[SectionT]:
+    """Validate one command's section: the experiment file (if given), then its flags, then ``--set``.
+
+    Flags and ``--set`` both name dotted config keys (``train.lora.r``, ``generate.decoding.num_beams``,
+    ``data_dir``), so a setting is spelled the same on the command line and in a file. With a file the whole
+    experiment is validated; without one only ``name``'s section, ``seed`` and ``data_dir`` may be set.
+
+    Args:
+        name: the section (``train``, ``generate``, ``capability``).
+        schema: the section's pydantic model.
+        config_file: an experiment YAML, or None.
+        flags: dotted key -> value for every flag; None values (flags not given) are skipped.
+        overrides: ``--set key=value`` strings, applied last.
+        default: the section when neither the file nor the command line sets any of it; None: it is required.
+
+    Raises:
+        ConfigError: a setting fails validation, or is not one of this command's (every problem with its path).
+    """
+    raw = command_line_config(config_file, flags, overrides)
+    source = str(config_file) if config_file is not None else COMMAND_LINE
+    if config_file is not None:
+        experiment = validate_config(raw, source)
+        section = getattr(experiment, name) or default
+        if section is None:
+            raise ConfigError(source, [f"{name}: the experiment has no {name} section"])
+        return CommandSettings(section, experiment.data_dir, experiment.seed)
+    unknown = [key for key in raw if key not in (name, *COMMAND_TOP_LEVEL_KEYS)]
+    if unknown:
+        raise ConfigError(source, [f"{key}: not a setting of this command" for key in unknown])
+    if name not in raw and default is not None:
+        section = default
+    else:
+        try:
+            section = schema.model_validate(raw.get(name) or {})
+        except ValidationError as err:
+            raise ConfigError(source, validation_problems(err, within=name)) from None
+    try:
+        top = _CommandTopLevel.model_validate({key: raw[key] for key in COMMAND_TOP_LEVEL_KEYS if key in raw})
+    except ValidationError as err:
+        raise ConfigError(source, validation_problems(err)) from None
+    return CommandSettings(section, top.data_dir, top.seed)
+
+
+class _CommandTopLevel(BaseModel):
+    """The experiment-level keys a command without a file may set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = 0
+    data_dir: Path | None = None
+
+
+def load_train_settings(config_file: Path | None, flags: Mapping[str, Any], overrides: Sequence[str] = ()) -> \
+        TrainConfig:
+    """``safemix train``'s settings (see :func:`load_command_settings`); ``train.seed`` defaults to the
+    experiment's ``seed``.
+
+    Raises:
+        ConfigError: the settings do not validate, or the experiment has no ``train`` section.
+        InputError: no train or validation file is given.
+    """
+    settings = load_command_settings("train", TrainConfig, config_file, flags, overrides)
+    train = settings.section
+    if "seed" not in train.model_fields_set:
+        train = train.model_copy(update={"seed": settings.seed})
+    source = str(config_file) if config_file is not None else COMMAND_LINE
+    for key, flag in (("train_file", "--train"), ("val_file", "--val")):
+        if getattr(train, key) is None:
+            raise InputError(f"{source}: train.{key} is not set (give {flag} FILE)")
+    return train
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:

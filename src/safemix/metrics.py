@@ -29,10 +29,10 @@ from typing import Any
 from safemix.data.readers import read_rows
 from safemix.errors import InputError, input_error
 from safemix.files import write_json_atomic, write_text_atomic
-from safemix.scoring import SCORERS, MetricKind
+from safemix.scoring import SCORERS, MetricKind, scorer_metric_key
+from safemix.scoring.labels import REFUSAL_LABELS
 
 Z_95 = 1.959963984540054
-REFUSAL_LABELS = frozenset({"full_compliance", "full_refusal", "partial_refusal"})
 _MISSING = "-"
 
 
@@ -52,8 +52,9 @@ class MetricRow:
     n_unscored: int
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (``n`` must be positive)."""
+def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (``n`` must be positive; ``successes`` may be fractional,
+    as when the win rate counts a tie as half a win)."""
     if n <= 0:
         raise ValueError("the Wilson interval needs n > 0")
     p = successes / n
@@ -74,9 +75,10 @@ def mean_interval(values: Sequence[float], z: float = Z_95) -> tuple[float, floa
 
 
 def scorer_key(score: Mapping[str, Any]) -> str:
-    """``llm-judge`` lines are split by template (``llm-judge/xstest``); other scorers by name."""
+    """The metric key of a score line: ``llm-judge`` lines are split by template (``llm-judge/xstest``), other
+    scorers' go by name (:func:`safemix.scoring.scorer_metric_key`)."""
     template = score.get("template")
-    return f"{score['scorer']}/{template}" if template else str(score["scorer"])
+    return scorer_metric_key(str(score["scorer"]), str(template) if template else None)
 
 
 def metric_kind(key: str, labels: set[str]) -> MetricKind:
@@ -87,7 +89,7 @@ def metric_kind(key: str, labels: set[str]) -> MetricKind:
         return SCORERS[name].kind_of(template or None)
     if labels and labels <= {"safe", "unsafe"}:
         return "unsafe"
-    if labels and labels <= REFUSAL_LABELS:
+    if labels and labels <= set(REFUSAL_LABELS):
         return "refusal"
     return "harmfulness"
 

@@ -13,7 +13,6 @@ after the metrics (each skips the models it has finished). Heavy imports happen 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -23,18 +22,31 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from safemix import scoring
 from safemix.config import ConfigError, ExperimentConfig, config_hash, write_resolved_config
-from safemix.files import canonical_json, sha256_text
 from safemix.generate.config import GenerateConfig
 from safemix.progress import progress_bar
-from safemix.run_index import ModelEntry, RunIndex, SuiteEntry, write_run_index
+from safemix.run_files import (
+    DIRECTORY_MANIFEST,
+    VALIDATION_FILE,
+    GenerationManifest,
+    MixtureManifest,
+    ModelEntry,
+    RunIndex,
+    RunLayout,
+    SuiteEntry,
+    mixture_config_hash,
+    mixture_file_name,
+    model_dirs,
+    read_manifest_if_present,
+    write_run_index,
+)
 from safemix.run_lock import run_lock
 from safemix.scoring.config import ScorerEntry
 from safemix.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-DATA_DIR = "data"
 BASE_LABEL = "base"
 
 
@@ -174,6 +186,7 @@ def _model_entry(axes: dict[str, tuple[str, bool]], format_axis: tuple[str, bool
         label += f"@{preset_part[0]}"
     qualifiers = ", ".join(f"{name}={value}" for name, value in varying if name != "model")
     slug = _slug(label)
+    dirs = model_dirs(slug, None if k is None else train_slug)
     return ModelEntry(
         label=label,
         model=base_model + (f" [{qualifiers}]" if qualifiers else ""),
@@ -184,9 +197,9 @@ def _model_entry(axes: dict[str, tuple[str, bool]], format_axis: tuple[str, bool
         k=k,
         format=format_axis[0] if format_axis else None,
         seed=seed_axis[0] if seed_axis else None,
-        train_dir=None if k is None else f"train/{train_slug}",
-        generations_dir=f"generations/{slug}",
-        scores_dir=f"scores/{slug}",
+        train_dir=dirs.train_dir,
+        generations_dir=dirs.generations_dir,
+        scores_dir=dirs.scores_dir,
     )
 
 
@@ -195,14 +208,15 @@ def _slug(label: str) -> str:
 
 
 def score_file_stem(entry: ScorerEntry) -> str:
-    """The scores file of a scorer: its name, plus its template for ``llm-judge`` (one file per template)."""
+    """The score file stem of a configured scorer (:func:`safemix.scoring.score_file_stem`)."""
     template = entry.settings.get("template")
-    return f"{entry.name}-{template}" if template else entry.name
+    return scoring.score_file_stem(entry.name, str(template) if template else None)
 
 
 def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, data_dir: Path | None) -> list[Task]:
     """Every task of the run in execution order, with what the run directory already holds for each."""
     assert experiment.scoring is not None
+    layout = RunLayout(run_dir)
     tasks = []
     for safety_format in experiment.data.formats:
         for seed in run_seeds(experiment):
@@ -221,12 +235,12 @@ def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, dat
         out = run_dir / entry.train_dir
         tasks.append(Task("train", entry.label, _train_status(config, out), partial(train_model, config, out)))
     for entry in index.models:
-        out = run_dir / entry.generations_dir
+        out = layout.generations_dir(entry)
         tasks.append(Task("generate", entry.label, _generate_status(out),
                           partial(generate_answers, generate_config(experiment, entry, run_dir), out, data_dir)))
     for entry in index.models:
         for scorer in experiment.scoring.scorers:
-            generations, out = run_dir / entry.generations_dir, score_path(run_dir, entry, scorer)
+            generations, out = layout.generations_dir(entry), score_path(run_dir, entry, scorer)
             tasks.append(Task("score", f"{entry.label} {score_file_stem(scorer)}",
                               _score_status(scorer, generations, out, entry.label),
                               partial(score_answers, scorer, generations, out, entry.label, experiment)))
@@ -244,9 +258,8 @@ def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, dat
 def mixtures_dir(experiment: ExperimentConfig, run_dir: Path, safety_format: str, seed: int) -> Path:
     """``RUN_DIR/data``, with a ``<format>`` part when the run sweeps several safety formats and a ``seed-<seed>``
     part for a seed other than the experiment's ``seed`` (``RUN_DIR/data/question/seed-1``)."""
-    out = run_dir / DATA_DIR
-    out = out / safety_format if len(experiment.data.formats) > 1 else out
-    return out if seed == experiment.seed else out / f"seed-{seed}"
+    return RunLayout(run_dir).mixtures_dir(safety_format if len(experiment.data.formats) > 1 else None,
+                                           None if seed == experiment.seed else seed)
 
 
 def train_config(experiment: ExperimentConfig, entry: ModelEntry, data_out: Path) -> TrainConfig:
@@ -255,8 +268,8 @@ def train_config(experiment: ExperimentConfig, entry: ModelEntry, data_out: Path
     update: dict[str, Any] = {
         "base_model": entry.base_model,
         "template": entry.template,
-        "train_file": data_out / f"mixture-{entry.k}.jsonl",
-        "val_file": data_out / "val.jsonl",
+        "train_file": data_out / mixture_file_name(entry.k),
+        "val_file": data_out / VALIDATION_FILE,
     }
     if "seed" not in experiment.train.model_fields_set:
         update["seed"] = entry.seed
@@ -266,7 +279,7 @@ def train_config(experiment: ExperimentConfig, entry: ModelEntry, data_out: Path
 def generate_config(experiment: ExperimentConfig, entry: ModelEntry, run_dir: Path) -> GenerateConfig:
     """The generate settings of one model: the ``generate`` section with this model, adapter, template and preset."""
     assert experiment.generate is not None
-    adapter = None if entry.train_dir is None else run_dir / entry.train_dir / "adapter"
+    adapter = RunLayout(run_dir).adapter(entry)
     return experiment.generate.model_copy(update={
         "base_model": entry.base_model, "adapter": adapter, "template": entry.template, "preset": entry.preset,
     })
@@ -274,18 +287,17 @@ def generate_config(experiment: ExperimentConfig, entry: ModelEntry, run_dir: Pa
 
 def score_path(run_dir: Path, entry: ModelEntry, scorer: ScorerEntry) -> Path:
     """``RUN_DIR/scores/<slug>/<scorer>.jsonl``."""
-    return run_dir / entry.scores_dir / f"{score_file_stem(scorer)}.jsonl"
+    return RunLayout(run_dir).score_file(entry, score_file_stem(scorer))
 
 
 # ------------------------------------------------------------------------------------------------ statuses
 
 
 def _data_status(experiment: ExperimentConfig, seed: int, data_out: Path) -> str:
-    manifest = data_out / "manifest.json"
-    if not manifest.is_file():
+    manifest = read_manifest_if_present(data_out / DIRECTORY_MANIFEST, MixtureManifest)
+    if manifest is None:
         return "pending"
-    recorded = json.loads(manifest.read_text(encoding="utf-8")).get("config_hash")
-    return "done" if recorded == _data_hash(experiment, seed) else "redo"
+    return "done" if manifest.config_hash == _data_hash(experiment, seed) else "redo"
 
 
 def _train_status(config: TrainConfig, out: Path) -> str:
@@ -299,13 +311,10 @@ def _train_status(config: TrainConfig, out: Path) -> str:
 
 
 def _generate_status(out: Path) -> str:
-    from safemix.generate.output import read_manifest
-
-    manifest = read_manifest(out)
+    manifest = read_manifest_if_present(out / DIRECTORY_MANIFEST, GenerationManifest)
     if manifest is None:
         return "pending"
-    complete = all(entry.get("complete") for entry in manifest["suites"].values())
-    return "done" if complete else "resume"  # settings are checked when the stage runs, after training
+    return "done" if manifest.complete else "resume"  # settings are checked when the stage runs, after training
 
 
 def _score_status(scorer: ScorerEntry, generations: Path, out: Path, model: str) -> str:
@@ -323,7 +332,7 @@ def _score_status(scorer: ScorerEntry, generations: Path, out: Path, model: str)
 
 def _data_hash(experiment: ExperimentConfig, seed: int) -> str:
     """The hash recorded in the mixtures' manifest: the settings that decide the mixtures of one seed."""
-    return sha256_text(canonical_json({"data": experiment.data.model_dump(mode="json"), "seed": seed}))[:12]
+    return mixture_config_hash(experiment.data.model_dump(mode="json"), seed)
 
 
 def build_data(experiment: ExperimentConfig, safety_format: Any, seed: int, data_out: Path,
@@ -373,7 +382,8 @@ def write_run_metrics(index: RunIndex, run_dir: Path) -> None:
     """``metrics.csv`` and ``metrics.json`` over every model and scorer of the run."""
     from safemix.metrics import compute_metrics, read_scores, write_metrics
 
-    files = [run_dir / entry.scores_dir / f"{stem}.jsonl" for entry in index.models for stem in index.scorers]
+    layout = RunLayout(run_dir)
+    files = [layout.score_file(entry, stem) for entry in index.models for stem in index.scorers]
     write_metrics(compute_metrics(read_scores(files)), run_dir)
 
 

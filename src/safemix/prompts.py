@@ -80,9 +80,10 @@ class ChatTemplate:
     def prompt(self, instruction: str, input: str = "") -> str:
         """Return the rendered chat up to the start of the assistant's turn."""
         content = f"{instruction}\n\n{input}" if input else instruction
-        return self.tokenizer.apply_chat_template(
+        rendered: str = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
+        return rendered
 
 
 def get_template(name: TemplateName, tokenizer: Any = None) -> PromptTemplate:

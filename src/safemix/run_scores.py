@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from safemix.metrics import metric_kind, read_scores, scorer_key
-from safemix.run_index import RunIndex
+from safemix.run_files import RunIndex
+from safemix.scoring.labels import REFUSED_BY_LABEL
 
-#: Scorer label -> refused (True) or complied (False).
-REFUSED_BY_LABEL = {"full_refusal": True, "partial_refusal": True, "full_compliance": False}
 #: Human refusal label -> refused or not.
 REFUSED_BY_HUMAN = {"full": True, "partial": True, "none": False}
 

@@ -39,14 +39,14 @@ def build_tiny_adapter(base_dir: Path, out: Path, template: str) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from safemix.models import AdapterInfo, base_model_fingerprint, write_adapter_info
+    from safemix.models import AdapterInfo, model_fingerprint, write_adapter_info
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"],
                                                   init_lora_weights=False))
     peft_model.save_pretrained(out)
-    fingerprint = base_model_fingerprint(base_dir)
+    fingerprint = model_fingerprint(base_dir)
     write_adapter_info(out, AdapterInfo(base_model=str(base_dir), base_model_fingerprint=fingerprint, template=template,
                                         train_on_inputs=True, cutoff_len=64))
     return out

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from safemix.capability.config import CapabilityConfig
-from safemix.capability.report import capability_section
 from safemix.capability.run import evaluate_capability
 from safemix.capability.stage import run_capability_stage
-from safemix.run_index import ModelEntry, RunIndex, write_run_index
+from safemix.report.capability import capability_section
+from safemix.run_files import ModelEntry, RunIndex, write_run_index
 from tests.integration.conftest import build_tiny_adapter
 
 pytest.importorskip("lm_eval")

@@ -16,7 +16,7 @@ import pytest
 from safemix.cli import main
 from safemix.generate.config import DecodingConfig
 from safemix.generate.hf_backend import HFGenerator
-from safemix.models import base_model_fingerprint
+from safemix.models import model_fingerprint
 from safemix.records import Prompt
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import build_tiny_adapter
@@ -128,7 +128,7 @@ def test_an_adapter_is_applied_with_its_template(tiny_model_dir: Path, adapter_d
     assert base.returncode == 0 and tuned.returncode == 0, base.stderr + tuned.stderr
     settings = json.loads((tmp_path / "tuned" / "manifest.json").read_text())["settings"]
     assert settings["template"] == "chat" and len(settings["adapter"]["sha256"]) == 64
-    assert settings["model"]["fingerprint"] == base_model_fingerprint(tiny_model_dir)
+    assert settings["model"]["fingerprint"] == model_fingerprint(tiny_model_dir)
     assert (tmp_path / "base" / "mine.jsonl").read_text() != (tmp_path / "tuned" / "mine.jsonl").read_text()
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from safemix.errors import InputError
-from safemix.scoring.encoder import encoder_dir, encoder_fingerprint
+from safemix.models.resolve import model_fingerprint
+from safemix.scoring.encoder import encoder_dir
 from safemix.scoring.judge import (
     ARCHITECTURE,
     HEAD_NAME,
@@ -54,7 +55,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, _Trainer, l
     trainer.stance(stance)
     folds = crossed_folds(trainer, xstest, stance[: TRAINING.replay])
     trainer.xstest(xstest, stance[: TRAINING.replay], "final")
-    card = {"architecture": ARCHITECTURE, "shape": asdict(trainer.shape), "encoder_sha256": encoder_fingerprint(encoder_dir())}
+    card = {"architecture": ARCHITECTURE, "shape": asdict(trainer.shape), "encoder_sha256": model_fingerprint(encoder_dir(), "weights-sha256")}
     path = save_judge(trainer.jm.trained_tensors(trainer.network), tmp_path_factory.mktemp("judge"), card, folds)
     return path, trainer, folds, examples
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from safemix.errors import InputError
-from safemix.models import base_model_fingerprint, build_tiny_model, load_model_and_tokenizer, resolve_model
+from safemix.models import build_tiny_model, load_model_and_tokenizer, model_fingerprint, resolve_model
 from safemix.prompts import get_template
 
 
@@ -25,8 +25,8 @@ def test_tiny_model_is_deterministic_for_a_seed(tiny_model_dir: Path, tmp_path: 
 
 def test_fingerprint_tells_apart_weights_of_one_architecture(tiny_model_dir: Path, tmp_path: Path) -> None:
     other = build_tiny_model(tmp_path / "other", seed=1)
-    assert base_model_fingerprint(tiny_model_dir) == base_model_fingerprint(resolve_model(str(tiny_model_dir)))
-    assert base_model_fingerprint(tiny_model_dir) != base_model_fingerprint(other)
+    assert model_fingerprint(tiny_model_dir) == model_fingerprint(resolve_model(str(tiny_model_dir)))
+    assert model_fingerprint(tiny_model_dir) != model_fingerprint(other)
 
 
 def test_loaded_tiny_model_is_ready_to_generate(tiny_model_dir: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from safemix.run_index import read_run_index
+from safemix.run_files import read_run_index
 from tests.conftest import REPO_ROOT, run_cli
 
 SUITES = {"starter-harmful": 60, "starter-safe": 60}

@@ -32,7 +32,7 @@ from safemix.metrics import MetricRow
 from safemix.report import write_report
 from safemix.report.runs import load_runs
 from safemix.report.scorers import choose_lead
-from safemix.run_index import read_run_index
+from safemix.run_files import read_run_index
 from tests.conftest import REPO_ROOT
 from tests.fake_runs import PAPER_SCALE_KS, PAPER_SCALE_SCORERS, PAPER_SCALE_SUITES, build_fake_run
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from safemix.errors import InputError
+from safemix.models.tiny import build_tiny_regressor
 from safemix.scoring import build_scorer
-from safemix.scoring.harmfulness import build_tiny_regressor, format_text
+from safemix.scoring.harmfulness import format_text
 from safemix.scoring.judge import shipped_head
 from tests.conftest import run_cli
 

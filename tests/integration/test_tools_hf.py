@@ -10,10 +10,12 @@ import hashlib
 import json
 from pathlib import Path
 
-from safemix.data.rewrite import REWRITE_TEMPLATES, RewriteConfig, parse_rewrite, rewrite_file
+import pytest
+
 from safemix.generate.config import DecodingConfig
 from safemix.generate.hf_backend import HFGenerator
 from safemix.records import Prompt
+from safemix.rewrite import REWRITE_TEMPLATES, RewriteConfig, parse_rewrite, rewrite_file
 from safemix.scoring.templates import UnparsedReply
 from safemix.winrate.compare import compare, read_answers
 from safemix.winrate.config import JudgeConfig
@@ -103,3 +105,28 @@ def test_hf_rewriter_keeps_every_line_and_counts_what_the_replies_decide(tiny_mo
                                   "failed": statuses.count("failed"), "distinct_texts_from_cache": 0}
     assert [failure["line"] for failure in manifest["failures"]] == [
         number for number, status in enumerate(statuses, start=1) if status == "failed"]
+
+
+def test_hf_answers_typed_inputs_as_the_model_continues_them(tiny_model_dir: Path) -> None:
+    from safemix.generate.texts import Chat, RawText, TextModel, ToolModelConfig
+
+    config = ToolModelConfig(model=str(tiny_model_dir), max_new_tokens=6, batch_size=2)
+    model = TextModel(config, "test tool")
+    generator = HFGenerator.load(str(tiny_model_dir), None, "chat", DecodingConfig(max_new_tokens=6), batch_size=1)
+    tokenizer = generator.tokenizer
+    conversation = [{"role": "user", "content": "How do I bake bread?"}, {"role": "assistant", "content": "Mix flour."}]
+    chat_text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    inputs = [Chat((("user", "How do I bake bread?"), ("assistant", "Mix flour."))), RawText("Is this safe? Answer:")]
+    expected_ids = [tokenizer(chat_text, add_special_tokens=False)["input_ids"],
+                    tokenizer("Is this safe? Answer:", add_special_tokens=True)["input_ids"]]
+    continuations = dict(pair for batch in generator.iter_continuations(expected_ids) for pair in batch)
+    expected = [tokenizer.decode(continuations[index].tokens, skip_special_tokens=True) for index in range(2)]
+    replies = model.answer(inputs, first_token_choices=("safe", "unsafe"))
+    assert [reply.text for reply in replies] == expected  # as the model wrote them, not stripped
+    for reply in replies:
+        assert reply.failure is None
+        if reply.choice_probabilities is not None:
+            assert set(reply.choice_probabilities) == {"safe", "unsafe"}
+            assert sum(reply.choice_probabilities.values()) == pytest.approx(1.0)
+    assert model.answer([Chat.user("Hi")])[0].choice_probabilities is None
+    model.close()

@@ -60,7 +60,7 @@ def test_resume_after_kill_gives_the_uninterrupted_adapter(
     ("case", "expected"),
     [
         ("missing-model", "no-such-model: model not found: not a directory, a Hugging Face id or a built-in name"),
-        ("not-a-mixture", "line 1: not a mixture record: field 'id': Field required"),
+        ("not-a-mixture", "line 1: not a mixture record: id: Field required"),
         ("empty-val", "val.jsonl: file is empty"),
         ("fp16-on-cpu", "--dtype float16 needs a CUDA device (running on cpu)"),
         ("4bit-on-cpu", "--load-in-4bit needs a CUDA device (running on cpu)"),

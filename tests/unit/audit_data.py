@@ -7,7 +7,7 @@ from typing import Any
 
 from safemix.files import write_jsonl_atomic
 from safemix.metrics import compute_metrics, write_metrics
-from safemix.run_index import ModelEntry, RunIndex, SuiteEntry, write_run_index
+from safemix.run_files import ModelEntry, RunIndex, SuiteEntry, write_run_index
 
 R, C = "full_refusal", "full_compliance"
 # model label -> [(prompt id, suite, category, refusal-strmatch label, refusal-judge label)]; None: left unscored

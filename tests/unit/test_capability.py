@@ -21,7 +21,6 @@ from safemix.capability.local_tasks import (
     shipped_task_text,
     write_local_task,
 )
-from safemix.capability.report import capability_section
 from safemix.capability.run import finished_task, require_lm_eval, samples_file
 from safemix.capability.stage import metric_rows
 from safemix.cli import main
@@ -30,7 +29,8 @@ from safemix.data.catalog import get_source
 from safemix.errors import InputError
 from safemix.files import sha256_file, write_json_atomic
 from safemix.metrics import wilson_interval
-from safemix.run_index import ModelEntry, RunIndex, write_run_index
+from safemix.report.capability import capability_section
+from safemix.run_files import ModelEntry, RunIndex, write_run_index
 
 EXPERIMENT = {"name": "x", "data": {"general": "llamafactory-alpaca-en-demo", "safety": "paper-safety", "n_general": 10,
                                    "n_safety": [0, 5]}}

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
+from safemix.run_files import mixture_config_hash
 from tests.conftest import TEST_DATA, run_cli
 
 GOOD = TEST_DATA / "good"
@@ -66,7 +68,8 @@ def test_build_writes_mixtures_config_and_manifest(tmp_path: Path) -> None:
         "config.yaml", "manifest.json", "mixture-0.jsonl", "mixture-5.jsonl", "val.jsonl"
     ]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["config_hash"] in (tmp_path / "out" / "config.yaml").read_text()
+    resolved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert manifest["config_hash"] == mixture_config_hash(resolved["data"], resolved["seed"])  # as the pipeline's
 
 
 def test_build_from_config_with_flag_and_set_overrides(tmp_path: Path) -> None:
@@ -154,3 +157,15 @@ def test_data_show_gives_origin_checksum_and_local_copy(data_dir: Path) -> None:
     assert lines["kind"] == "prompts" and lines["rows"] == "450"
     assert lines["origin"].startswith("https://raw.githubusercontent.com/paul-rottger/exaggerated-safety/")
     assert lines["local"] == str(data_dir / "xstest" / "xstest_prompts.csv")
+
+
+def test_set_names_dotted_config_keys_for_scorer_judge_and_rewriter_settings(caplog: pytest.LogCaptureFixture) -> None:
+    from safemix.cli import tool_settings
+
+    full = tool_settings({"model": "m", "device": None}, ["winrate.judge.max_new_tokens=32", "winrate.judge.a.b=1"],
+                         "winrate.judge")
+    assert full == {"model": "m", "max_new_tokens": 32, "a.b": 1}
+    assert not caplog.records
+    assert tool_settings({}, ["max_tokens=256"], "scoring.llm-judge") == {"max_tokens": 256}  # the earlier short form
+    assert [record.getMessage() for record in caplog.records] == [
+        "--set max_tokens=256: write --set scoring.llm-judge.max_tokens=256 (the short form is deprecated)"]

@@ -6,15 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from safemix.capability.config import CapabilityConfig
 from safemix.config import (
     ConfigError,
     apply_overrides,
     config_hash,
+    load_command_settings,
     load_config,
     validate_config,
     write_resolved_config,
 )
 from safemix.errors import InputError
+from safemix.generate.config import GenerateConfig
 
 VALID = {"name": "x", "data": {"general": "llamafactory-alpaca-en-demo", "safety": "paper-safety", "n_general": 10, "n_safety": [0, 5]}}
 
@@ -89,3 +92,33 @@ def test_hash_is_stable_and_follows_settings(tmp_path: Path) -> None:
     assert "val_size: 0" in text  # defaults are written out
     reloaded = load_config(tmp_path / "config.yaml")
     assert config_hash(reloaded) == digest
+
+
+def test_a_command_reads_its_section_from_flags_and_set_as_dotted_keys() -> None:
+    flags = {"generate.base_model": "m", "generate.suites": ["starter-harmful"], "generate.batch_size": None,
+             "data_dir": "mirror"}
+    settings = load_command_settings("generate", GenerateConfig, None, flags,
+                                     ["generate.decoding.num_beams=4", "seed=3"])
+    assert (settings.section.base_model, settings.section.decoding.num_beams) == ("m", 4)
+    assert (settings.data_dir, settings.seed) == (Path("mirror"), 3)
+
+
+def test_a_command_without_a_file_names_a_key_of_another_section_and_its_own_bad_keys() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_command_settings("capability", CapabilityConfig, None, {}, ["train.lora.r=4", "capability.limit=0"])
+    assert caught.value.problems == ["train: not a setting of this command"]
+    with pytest.raises(ConfigError, match=r"^command line: capability.limit: Input should be greater than or equal to 1$"):
+        load_command_settings("capability", CapabilityConfig, None, {}, ["capability.limit=0"])
+
+
+def test_a_command_takes_its_section_from_an_experiment_file_or_its_default(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("data: {general: llamafactory-alpaca-en-demo, safety: paper-safety, n_general: 10, "
+                    "n_safety: [0]}\n", encoding="utf-8")
+    settings = load_command_settings("capability", CapabilityConfig, path, {"capability.limit": 5}, [],
+                                     default=CapabilityConfig())
+    assert settings.section.limit == 5
+    assert load_command_settings("capability", CapabilityConfig, path, {}, [], default=CapabilityConfig()).section \
+        == CapabilityConfig()
+    with pytest.raises(ConfigError, match=r"exp.yaml: generate: the experiment has no generate section$"):
+        load_command_settings("generate", GenerateConfig, path, {}, [])

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from safemix.metrics import REFUSAL_LABELS
 from safemix.records import Generation
 from safemix.report.runs import Row, Runs, load_runs
-from safemix.run_index import read_run_index
+from safemix.run_files import read_run_index
+from safemix.scoring.labels import REFUSAL_LABELS
 from tests.fake_runs import (
     HOSTILE,
     PAPER_SCALE_KS,
@@ -126,7 +126,7 @@ def test_scorers_give_labels_or_floats(run_dir: Path) -> None:
     assert {line["category"] for line in harm} == {"harmful"} and len(harm) == 756
     assert all(line["label"] is None and isinstance(line["value"], float) for line in harm)
     judge = [json.loads(line) for line in (scores / "refusal-judge.jsonl").read_text().splitlines()]
-    assert {line["label"] for line in judge} == REFUSAL_LABELS | {None}
+    assert {line["label"] for line in judge} == {*REFUSAL_LABELS, None}
     assert [line["id"] for line in judge if line["value"] is None] == ["xstest-199", "xstest-449"]
     assert {line["model"] for line in judge} == {"seed2/k100"}
 

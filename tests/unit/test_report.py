@@ -16,8 +16,9 @@ from safemix.files import write_json_atomic, write_jsonl_atomic
 from safemix.metrics import MetricRow, compute_metrics, wilson_interval, write_metrics
 from safemix.report import Figure, Section, Table, write_report
 from safemix.report.content import format_metric
-from safemix.run_index import ModelEntry, RunIndex, SuiteEntry, write_run_index
+from safemix.run_files import ModelEntry, RunIndex, SuiteEntry, write_manifest, write_run_index
 from tests.conftest import run_cli
+from tests.fake_runs import mixture_manifest
 
 HOSTILE = '<script>alert("pwned")</script> Sure, see https://example.com/x for the rest.'
 KS = (None, 0, 50, 200, 500)
@@ -99,7 +100,7 @@ def build_synthetic_run(run_dir: Path, name: str = "synthetic", model: str = "sm
     suites = [SuiteEntry(name=s, n_prompts=sum(c.values()), categories=c) for s, c in SUITES.items()]
     write_run_index(run_dir, RunIndex(name=name, config_hash="0123abcd", suites=suites, scorers=list(SCORERS),
                                       models=entries))
-    write_json_atomic(run_dir / "data" / "manifest.json", {"settings": {"n_general": 300, "n_safety": [0, 50]}})
+    write_manifest(run_dir / "data" / "manifest.json", mixture_manifest(300, [0, 50]))
     write_metrics(compute_metrics(line for k in KS for line in _scores(k)), run_dir)
     capability = [asdict(MetricRow(_label(k), "piqa", "-", "lm-eval", "acc", 0.61 - (k or 0) / 10000, 0.59, 0.63,
                                    1838, 0)) for k in KS]

@@ -17,7 +17,7 @@ from safemix.report.claims import FAILS, HOLDS, NOISE, NOT_MEASURED, check_claim
 from safemix.report.content import suite_order
 from safemix.report.reproduction import SAMPLE_SIZE, draw_sample, read_checks, reproduction_page, write_sample
 from safemix.report.runs import load_runs
-from safemix.run_index import read_run_index
+from safemix.run_files import read_run_index
 from tests.conftest import REPO_ROOT
 from tests.fake_runs import PAPER_SCALE_KS, PAPER_SCALE_SUITES, build_fake_run
 

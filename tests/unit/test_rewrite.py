@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from safemix.data.rewrite import REWRITE_TEMPLATES, RewriteConfig, parse_rewrite, rewrite_file
 from safemix.generate.base import Generator, make_generation
 from safemix.records import Generation, Prompt
+from safemix.rewrite import REWRITE_TEMPLATES, RewriteConfig, parse_rewrite, rewrite_file
 from safemix.scoring.templates import UnparsedReply
 from tests.conftest import run_cli
 

@@ -13,6 +13,7 @@ import pytest
 
 from safemix.config import validate_config
 from safemix.errors import InputError
+from safemix.run_files import GenerationManifest, write_manifest
 from safemix.scoring.base import Judgement, ScorerSettings
 from safemix.scoring.inputs import Columns, ScoreInput, generations_model_name, read_score_inputs
 from safemix.scoring.run import ScoreCache, score_items
@@ -74,8 +75,9 @@ def test_generations_directory_reads_every_suite(tmp_path: Path) -> None:
     items = read_score_inputs(tmp_path / "gens", Columns())
     assert [(i.id, i.fields) for i in items] == [("a-0", {"suite": "a", "category": "harmful"}), ("b-0", {"suite": "b", "category": "safe"})]
     assert generations_model_name(tmp_path / "gens") == "gens"
-    manifest = {"settings": {"model": {"name": "smollm2-135m-instruct"}, "adapter": {"path": "runs/k100/adapter"}}}
-    (tmp_path / "gens" / "manifest.json").write_text(json.dumps(manifest))
+    settings = {"model": {"name": "smollm2-135m-instruct"}, "adapter": {"path": "runs/k100/adapter"}}
+    write_manifest(tmp_path / "gens" / "manifest.json",
+                   GenerationManifest(safemix_version="0", settings=settings, suites={}, versions={}))
     assert generations_model_name(tmp_path / "gens" / "a.jsonl") == "smollm2-135m-instruct+runs/k100/adapter"
 
 
@@ -122,7 +124,7 @@ def test_strmatch_end_to_end(tmp_path: Path) -> None:
         (["--scorer", "refusal-strmatch", "--response-column", "answer"], "{input}: line 1: column 'answer' is missing (choose another with --response-column)"),
         (["--scorer", "refusal-strmatch", "--id-column", "key"], "{input}: line 1: column 'key' is missing (choose another with --id-column)"),
         (["--scorer", "refusal-strmatch", "--prompts", "{prompts}"], "{prompts}: holds 1 prompts but {input} holds 2 responses"),
-        (["--scorer", "refusal-strmatch", "--set", "colour=red"], "scorer 'refusal-strmatch': setting colour: Extra inputs are not permitted"),
+        (["--scorer", "refusal-strmatch", "--set", "scoring.refusal-strmatch.colour=red"], "scorer 'refusal-strmatch': setting colour: Extra inputs are not permitted"),
         (["--scorer", "harmfulness-rm", "--setup", "bluesky"], "scorer 'harmfulness-rm': setting setup: Input should be 'redteam' or 'redteam-osst'"),
     ],
 )

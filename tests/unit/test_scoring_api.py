@@ -91,7 +91,7 @@ def test_cli_run_survives_failures_and_never_leaks_the_key(server: FakeOpenAI, t
     out = tmp_path / "scores" / "moderation.jsonl"
     cache = tmp_path / "cache"
     result = run_cli("--debug", "score", "--scorer", "moderation", "--input", str(gens), "--out", str(out),
-                     "--base-url", server.base_url, "--set", "backoff_s=0", "--cache-dir", str(cache),
+                     "--base-url", server.base_url, "--set", "scoring.moderation.backoff_s=0", "--cache-dir", str(cache),
                      env={"OPENAI_API_KEY": SECRET})
     assert result.returncode == 0, result.stderr
     scores = [json.loads(line) for line in out.read_text().splitlines()]
@@ -116,9 +116,10 @@ def test_cli_missing_key_exits_2_with_one_line(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- llm-judge through an OpenAI-compatible endpoint
 
 
-def _judge(server: FakeOpenAI, template: str) -> Any:
+def _judge(server: FakeOpenAI, template: str, **settings: Any) -> Any:
+    """A judge on the fake server; one request at a time, so scripted replies meet the items in order."""
     return build_scorer("llm-judge", {"template": template, "model": "judge", "base_url": server.base_url,
-                                      "backoff_s": 0, "max_retries": 2, "timeout_s": 0.3})
+                                      "backoff_s": 0, "max_retries": 2, "timeout_s": 0.3, "concurrency": 1, **settings})
 
 
 def test_xstest_judge_parses_classes_and_never_guesses(server: FakeOpenAI) -> None:
@@ -155,3 +156,48 @@ def test_judge_endpoint_failures_are_unscored_not_fatal(server: FakeOpenAI) -> N
     judged = _judge(server, "llama-guard-3").score(["p", "q"], ["r", "s"])
     assert judged[0].value is None and "after 2 retries" in str(judged[0].unscored_reason)
     assert judged[1].label == "safe"
+
+
+def test_judge_requests_run_concurrently_and_replies_keep_the_item_order(server: FakeOpenAI) -> None:
+    server.reply_for = lambda text: "2_full_refusal" if 'RESPONSE: "no"' in text else "1_full_compliance"
+    responses = ["no", "yes", "no", "yes", "yes", "no"]
+    judged = _judge(server, "xstest", concurrency=4).score(["q"] * 6, responses)
+    assert [j.label for j in judged] == ["full_refusal" if r == "no" else "full_compliance" for r in responses]
+    assert len(server.requests) == 6
+
+
+def test_judge_reads_the_key_from_the_configured_variable(server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.setenv("JUDGE_KEY", "sk-judge-7")
+    server.replies = ["safe"]
+    assert _judge(server, "llama-guard-3", api_key_env="JUDGE_KEY").score(["p"], ["r"])[0].label == "safe"
+    assert server.auth == {"Bearer sk-judge-7"}
+    with pytest.raises(InputError, match="environment variable OPENAI_API_KEY is not set"):
+        _judge(server, "llama-guard-3")
+
+
+def test_judge_settings_that_only_change_speed_stay_out_of_the_cache_key(server: FakeOpenAI) -> None:
+    fast, slow = _judge(server, "xstest", concurrency=8), _judge(server, "xstest", api_key_env="", concurrency=1)
+    assert fast.settings.cache_fields() == slow.settings.cache_fields()
+    assert fast.settings.cache_fields() == {"template": "xstest", "model": "judge", "base_url": server.base_url,
+                                            "revision": None, "max_new_tokens": None}
+    assert fast.fingerprint == {"template": "xstest-v1", "model": "judge"}
+
+
+def test_cli_judge_over_an_endpoint_never_leaks_the_key(server: FakeOpenAI, tmp_path: Path) -> None:
+    data = tmp_path / "r.jsonl"
+    data.write_text("".join(json.dumps({"id": f"x-{i}", "prompt": "p", "response": f"r{i}"}) + "\n" for i in range(3)))
+    server.reply_for = lambda text: "safe"
+    server.faults = ["500"]
+    out = tmp_path / "scores" / "llm-judge.jsonl"
+    cache = tmp_path / "cache"
+    result = run_cli("--debug", "score", "--scorer", "llm-judge", "--template", "llama-guard-3", "--model", "judge",
+                     "--input", str(data), "--out", str(out), "--base-url", server.base_url, "--set", "scoring.llm-judge.backoff_s=0",
+                     "--cache-dir", str(cache), env={"OPENAI_API_KEY": SECRET})
+    assert result.returncode == 0, result.stderr
+    scores = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(s["label"], s["value"], s["reply"], s["template"]) for s in scores] == [("safe", 0.0, "safe", "llama-guard-3")] * 3
+    everything = result.stdout + result.stderr + out.read_text()
+    everything += "".join(p.read_bytes().decode("latin-1") for p in [*out.parent.iterdir(), *cache.rglob("*")] if p.is_file())
+    assert SECRET not in everything
+    assert "sk-test" not in everything

@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from safemix.config import ConfigError
+from safemix.config import ConfigError, load_train_settings
 from safemix.errors import InputError
 from safemix.prompts import AlpacaTemplate
 from safemix.records import Example
-from safemix.train.config import load_train_config
 from safemix.train.data import IGNORE_INDEX, BatchPlan, encode_example, length_batches, padded_tokens, read_examples
 
 
@@ -120,9 +119,9 @@ def test_read_examples_accepts_a_mixture(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([{"instruction": "Hi", "input": "", "output": "Hello"}], "line 1: not a mixture record: field 'id': Field required"),
-        ([{**EXAMPLE.model_dump(), "category": "other"}], "line 1: not a mixture record: field 'category': Input should be 'general' or 'safety'"),
-        ([{**EXAMPLE.model_dump(), "extra": 1}], "line 1: not a mixture record: field 'extra': Extra inputs are not permitted"),
+        ([{"instruction": "Hi", "input": "", "output": "Hello"}], "line 1: not a mixture record: id: Field required"),
+        ([{**EXAMPLE.model_dump(), "category": "other"}], "line 1: not a mixture record: category: Input should be 'general' or 'safety'"),
+        ([{**EXAMPLE.model_dump(), "extra": 1}], "line 1: not a mixture record: extra: Extra inputs are not permitted"),
         ([], "file is empty"),
     ],
 )
@@ -135,7 +134,7 @@ def test_read_examples_names_the_line_and_field(tmp_path: Path, rows: list[Any],
 
 def test_train_settings_from_flags_and_overrides() -> None:
     flags = {"train.base_model": "m", "train.train_file": "t.jsonl", "train.val_file": "v.jsonl", "train.cutoff_len": 128}
-    config = load_train_config(None, flags, ["train.lora.r=16", "train.cutoff_len=64"])
+    config = load_train_settings(None, flags, ["train.lora.r=16", "train.cutoff_len=64"])
     assert (config.lora.r, config.lora.alpha, config.cutoff_len, config.learning_rate) == (16, 16, 64, 3e-4)
     assert (config.batch_size, config.micro_batch_size, config.lora.target_modules) == (128, 4, ["q_proj", "v_proj"])
 
@@ -147,18 +146,18 @@ def test_train_settings_from_an_experiment_file_take_its_seed(tmp_path: Path) ->
         "train: {base_model: m, train_file: t.jsonl, val_file: v.jsonl, template: chat}\n",
         encoding="utf-8",
     )
-    config = load_train_config(path, {"train.max_steps": 20})
+    config = load_train_settings(path, {"train.max_steps": 20})
     assert (config.seed, config.template, config.max_steps) == (7, "chat", 20)
 
 
 def test_train_settings_errors_carry_dotted_paths() -> None:
     flags = {"train.base_model": "m", "train.train_file": "t", "train.val_file": "v"}
     with pytest.raises(ConfigError, match=r"^command line: train.lora.dropout: Input should be less than 1"):
-        load_train_config(None, flags, ["train.lora.dropout=1.5"])
+        load_train_settings(None, flags, ["train.lora.dropout=1.5"])
     with pytest.raises(ConfigError, match="^command line: train: load_in_4bit and load_in_8bit: choose one$"):
-        load_train_config(None, {**flags, "train.load_in_4bit": True, "train.load_in_8bit": True})
+        load_train_settings(None, {**flags, "train.load_in_4bit": True, "train.load_in_8bit": True})
     with pytest.raises(InputError, match=r"^command line: train.val_file is not set \(give --val FILE\)"):
-        load_train_config(None, {"train.base_model": "m", "train.train_file": "t"})
+        load_train_settings(None, {"train.base_model": "m", "train.train_file": "t"})
 
 
 def test_training_data_and_settings_import_no_torch() -> None:

@@ -15,7 +15,7 @@ from safemix.errors import InputError
 from safemix.generate.base import Generator, make_generation
 from safemix.metrics import wilson_interval
 from safemix.records import Generation, Prompt
-from safemix.run_index import ModelEntry, RunIndex, SuiteEntry, write_run_index
+from safemix.run_files import ModelEntry, RunIndex, SuiteEntry, write_run_index
 from safemix.scoring.templates import UnparsedReply
 from safemix.winrate import compare as compare_module
 from safemix.winrate.compare import compare, read_answers
@@ -125,6 +125,38 @@ def test_a_rerun_asks_the_judge_only_what_it_could_not_parse(tmp_path: Path) -> 
     run_compare(tmp_path, other_seed, 6, seed=1)
     changed = [i for i, (x, y) in enumerate(zip(expected_a_first(0, 6), expected_a_first(1, 6))) if x != y]
     assert sorted(item(text) for text in other_seed.inputs) == sorted(set(changed) | {2})
+
+
+def test_verdicts_cached_before_the_typed_pair_are_reused(tmp_path: Path) -> None:
+    """Earlier versions cached each verdict under (identity, instruction, JSON list of the answers shown)."""
+    from safemix.files import canonical_json, sha256_text
+    from safemix.scoring.cache import KeyValueStore
+    from safemix.scoring.run import scorer_identity
+
+    a = read_answers(write_answers(tmp_path / "a.jsonl", "a", 3), "model-a")
+    b = read_answers(write_answers(tmp_path / "b.jsonl", "b", 3), "model-b")
+    never = ScriptedJudge(lambda text: pytest.fail("the judge was called"))  # type: ignore[arg-type, return-value]
+    judge = build_judge(JudgeConfig(backend="fake"), never)
+    identity = canonical_json(scorer_identity(judge))
+    store = KeyValueStore(tmp_path / "cache" / compare_module.CACHE_FILE)
+    for x, y, first in zip(a.records, b.records, expected_a_first(0, 3)):
+        shown = [x.response, y.response] if first else [y.response, x.response]
+        key = sha256_text(canonical_json([identity, x.prompt, json.dumps(shown, ensure_ascii=False)]))
+        store.put_many({key: canonical_json({"value": 1.0, "label": "A", "unscored_reason": None,
+                                             "extra": {"reply": "A"}}).encode()})
+    store.close()
+    manifest = compare(a, b, tmp_path / "out.jsonl", judge, cache_dir=tmp_path / "cache")
+    assert manifest["n_a_shown_first"] == sum(expected_a_first(0, 3))
+    assert manifest["counts"]["unscored"] == 0 and not never.inputs
+
+
+def test_the_judge_reads_a_typed_pair_in_the_order_shown() -> None:
+    from safemix.winrate.judge import AnswerPair
+
+    seen = ScriptedJudge(lambda text: "B")
+    judged = build_judge(JudgeConfig(backend="fake"), seen).judge([AnswerPair("Instruction 0", "first", "second")])
+    assert [(j.label, j.value) for j in judged] == [("B", 0.0)]
+    assert "### Answer A:\nfirst\n\n### Answer B:\nsecond" in seen.inputs[0]
 
 
 def test_prompt_ids_must_match(tmp_path: Path) -> None:

@@ -40,13 +40,12 @@ from safemix.errors import InputError, input_error
 from safemix.files import sha256_file, sha256_text, write_dir_atomic
 from safemix.generate.output import generation_line, read_generations
 from safemix.records import Generation
-from safemix.run_index import RunIndex, read_run_index
+from safemix.run_files import SCORES_DIR, RunIndex, read_run_index
 from safemix.run_scores import RunScores, read_run_scores
 
 AUDIT_MODEL = "audit"
 AUDIT_DIR = "audit"
 ANSWERS_FILE = "answers.jsonl"
-SCORES_DIR = "scores"
 SAMPLING_FILE = "sampling.json"
 DEFAULT_STUDY = "judge-audit"
 STRATA = ("disagreement", "control")

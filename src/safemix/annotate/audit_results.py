@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safemix.annotate.audit import ANSWERS_FILE, AUDIT_DIR, AUDIT_MODEL, SAMPLING_FILE, SCORES_DIR, STRATA
+from safemix.annotate.audit import ANSWERS_FILE, AUDIT_DIR, AUDIT_MODEL, SAMPLING_FILE, STRATA
 from safemix.annotate.store import STUDY_SUFFIX, AnswerRow, Study
 from safemix.files import sha256_file
 from safemix.metrics import metric_kind, read_scores, scorer_key, wilson_interval
+from safemix.run_files import SCORES_DIR
 from safemix.run_scores import REFUSED_BY_HUMAN, refusal_call
 
 

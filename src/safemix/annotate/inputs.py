@@ -15,7 +15,7 @@ from safemix.errors import InputError, input_error
 from safemix.files import sha256_file
 from safemix.generate.output import read_generations
 from safemix.records import Generation
-from safemix.run_index import RUN_INDEX, read_run_index
+from safemix.run_files import RUN_INDEX, read_run_index
 from safemix.scoring.inputs import generations_model_name, input_files
 
 

@@ -19,11 +19,11 @@ from safemix.annotate.store import STUDY_SUFFIX, Study
 from safemix.errors import InputError
 from safemix.metrics import read_scores
 from safemix.report.sections import Section, Table
+from safemix.run_files import SCORES_DIR
 
 log = logging.getLogger(__name__)
 
 STUDIES_DIR = "studies"
-SCORES_DIR = "scores"
 
 
 def human_evaluation_section(run_dirs: list[Path]) -> Section | None:

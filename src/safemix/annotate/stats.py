@@ -163,7 +163,7 @@ def preference_summary(model_a: str, model_b: str, suite: str, preferred: Sequen
     wins_a, wins_b, ties = (sum(choice == value for choice in preferred) for value in (model_a, model_b, "tie"))
     n = len(preferred)
     successes = wins_a + ties / 2
-    low, high = wilson_interval(successes, n)  # type: ignore[arg-type]  # the formula holds for half counts too
+    low, high = wilson_interval(successes, n)  # the formula holds for half counts too
     return PreferenceSummary(model_a, model_b, suite, wins_a, wins_b, ties, successes / n, low, high)
 
 

@@ -100,11 +100,11 @@ def describe_model(base_model: str, adapter: Path | None) -> dict[str, Any]:
     """What is evaluated, without loading it: the resolved base, its fingerprint, the adapter and its hash."""
     from safemix.generate.runner import adapter_sha256
     from safemix.models.adapters import check_adapter_base, find_adapter_dir
-    from safemix.models.resolve import base_model_fingerprint, resolve_model
+    from safemix.models.resolve import model_fingerprint, resolve_model
 
     resolved = resolve_model(base_model)
     described: dict[str, Any] = {"base_model": base_model, "pretrained": str(resolved),
-                                 "fingerprint": base_model_fingerprint(resolved), "adapter": None}
+                                 "fingerprint": model_fingerprint(resolved), "adapter": None}
     if adapter is not None:
         check_adapter_base(adapter, base_model, resolved)
         adapter_dir = find_adapter_dir(adapter).resolve()

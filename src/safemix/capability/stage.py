@@ -13,9 +13,8 @@ from typing import Any
 from safemix.capability.config import CapabilityConfig
 from safemix.capability.run import evaluate_capability
 from safemix.metrics import MetricRow, wilson_interval, write_metrics
-from safemix.run_index import read_run_index
+from safemix.run_files import RunLayout, read_run_index
 
-STAGE_DIR = "capability"
 CATEGORY = "capability"
 SCORER = "lm-eval"
 
@@ -35,13 +34,13 @@ def run_capability_stage(config: CapabilityConfig, run_dir: Path, data_dir: Path
         InputError: no run.json, an adapter that is missing or trained on another base, a missing data file, or
             lm-eval not installed.
     """
-    index = read_run_index(run_dir)
+    index, layout = read_run_index(run_dir), RunLayout(run_dir)
     rows: list[MetricRow] = []
     for entry in index.models:
-        adapter = run_dir / entry.train_dir / "adapter" if entry.train_dir is not None else None
-        results = evaluate_capability(config, entry.base_model, adapter, run_dir / STAGE_DIR / entry.slug, data_dir)
+        results = evaluate_capability(config, entry.base_model, layout.adapter(entry), layout.capability_dir(entry),
+                                      data_dir)
         rows.extend(metric_rows(results, entry.label))
-    write_metrics(rows, run_dir / STAGE_DIR)
+    write_metrics(rows, layout.capability_dir())
     return rows
 
 

@@ -37,8 +37,16 @@ from safemix.data.sources import (
     load_instructions,
 )
 from safemix.errors import InputError
-from safemix.files import sha256_file, write_json_atomic, write_jsonl_atomic
+from safemix.files import sha256_file, write_jsonl_atomic
 from safemix.records import Example, ExampleCategory, Instruction
+from safemix.run_files import (
+    DIRECTORY_MANIFEST,
+    VALIDATION_FILE,
+    MixtureManifest,
+    MixtureSettings,
+    mixture_file_name,
+    write_manifest,
+)
 from safemix.versions import package_versions
 
 log = logging.getLogger(__name__)
@@ -212,7 +220,8 @@ def build_mixtures(
     safety_format: SafetyFormat = "instruction",
     safety_questions: SourceSpec | None = None,
 ) -> dict[str, Any]:
-    """Write ``mixture-K.jsonl`` for each K, ``val.jsonl`` when ``val_size > 0``, and ``manifest.json``.
+    """Write ``mixture-K.jsonl`` for each K, ``val.jsonl`` when ``val_size > 0``, and ``manifest.json``
+    (:class:`~safemix.run_files.MixtureManifest`).
 
     Args:
         general: the general instruction source.
@@ -223,13 +232,14 @@ def build_mixtures(
         val_size: validation examples drawn from the general pool before the mixtures.
         seed: seed of the permutations.
         data_dir: data directory for catalog sources and the contamination guard.
-        config_hash: hash of the resolved config, recorded in the manifest.
+        config_hash: :func:`safemix.run_files.mixture_config_hash` of the data settings and seed, recorded in the
+            manifest.
         guard: evaluation prompts to keep out of training; default every catalog suite found locally.
         safety_format: ``instruction``, ``question`` or ``mixed``: the form of the safety examples.
         safety_questions: the question form of the safety set (needed by ``question`` and ``mixed``).
 
     Returns:
-        The manifest that was written.
+        The manifest that was written, as its JSON object.
 
     Raises:
         InputError: a source cannot be read, holds fewer usable examples than asked for, two sources have the
@@ -261,7 +271,7 @@ def build_mixtures(
 
     outputs: dict[str, dict[str, Any]] = {}
     for k in sorted(n_safety):
-        name = f"mixture-{k}.jsonl"
+        name = mixture_file_name(k)
         rows = _mixture_order(seed, general_examples + safety_examples[:k])
         write_jsonl_atomic(out_dir / name, map(Example.model_dump, rows))
         n_questions = sum(questions is not None and example.source == questions.label for example in safety_examples[:k])
@@ -269,34 +279,32 @@ def build_mixtures(
                          "sha256": sha256_file(out_dir / name)}
         log.info("wrote %s (%d general + %d safety, %d of them as questions)", out_dir / name, n_general, k, n_questions)
     if val_size:
-        write_jsonl_atomic(out_dir / "val.jsonl", map(Example.model_dump, val_examples))
-        outputs["val.jsonl"] = {"rows": val_size, "sha256": sha256_file(out_dir / "val.jsonl")}
+        write_jsonl_atomic(out_dir / VALIDATION_FILE, map(Example.model_dump, val_examples))
+        outputs[VALIDATION_FILE] = {"rows": val_size, "sha256": sha256_file(out_dir / VALIDATION_FILE)}
 
-    manifest: dict[str, Any] = {
-        "safemix_version": safemix.__version__,
-        "versions": package_versions(("pydantic", "pyyaml")),
-        "config_hash": config_hash,
-        "settings": {"n_general": n_general, "n_safety": sorted(n_safety), "val_size": val_size, "seed": seed},
-        "format": safety_format,
-        "permutation": "sha256(seed, role, normalised instruction+input), ascending",
-        "sources": {
-            role: {"source": pool.source.label, "file": pool.source.file, "sha256": pool.source.sha256, **pool.counts()}
-            for role, pool in (("general", general_pool), ("safety", safety_pool))
-        },
-        "contamination_guard": {
-            "normalisation": NORMALISATION,
-            "suites_checked": guard.checked,
-            "suites_unavailable": guard.unavailable,
-        },
-        "outputs": outputs,
+    sources: dict[str, dict[str, Any]] = {
+        role: {"source": pool.source.label, "file": pool.source.file, "sha256": pool.source.sha256, **pool.counts()}
+        for role, pool in (("general", general_pool), ("safety", safety_pool))
     }
     if questions is not None:
         same_text = _same_text_pairs(safety_pool, questions)
         if same_text:
             log.warning("%s: %d usable pairs have the same text in both forms (failed rewrites keep the original)",
                         questions.file or questions.label, same_text)
-        manifest["sources"]["safety_questions"] = {"source": questions.label, "file": questions.file,
-                                                   "sha256": questions.sha256, "records_read": len(questions.records),
-                                                   "pairing": "by position", "same_text_in_both_forms": same_text}
-    write_json_atomic(out_dir / "manifest.json", manifest)
-    return manifest
+        sources["safety_questions"] = {"source": questions.label, "file": questions.file, "sha256": questions.sha256,
+                                       "records_read": len(questions.records), "pairing": "by position",
+                                       "same_text_in_both_forms": same_text}
+    manifest = MixtureManifest(
+        safemix_version=safemix.__version__,
+        versions=package_versions(("pydantic", "pyyaml")),
+        config_hash=config_hash,
+        settings=MixtureSettings(n_general=n_general, n_safety=sorted(n_safety), val_size=val_size, seed=seed),
+        format=safety_format,
+        permutation="sha256(seed, role, normalised instruction+input), ascending",
+        sources=sources,
+        contamination_guard={"normalisation": NORMALISATION, "suites_checked": guard.checked,
+                             "suites_unavailable": guard.unavailable},
+        outputs=outputs,
+    )
+    write_manifest(out_dir / DIRECTORY_MANIFEST, manifest)
+    return manifest.to_json()

@@ -71,7 +71,7 @@ class OpenAIConfig(BaseModel):
     )
     concurrency: int = Field(default=8, ge=1, description="requests in flight at once")
     max_retries: int = Field(default=6, ge=0, description="retries of a request after 429, 5xx or a timeout")
-    backoff_s: float = Field(default=1.0, gt=0, description="first retry delay; doubles on every retry")
+    backoff_s: float = Field(default=1.0, ge=0, description="first retry delay; doubles on every retry")
     max_backoff_s: float = Field(default=60.0, gt=0, description="longest delay between two tries")
     timeout_s: float = Field(default=120.0, gt=0, description="time allowed for one request")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,21 @@ from safemix.prompts import PromptTemplate, TemplateName, get_template
 from safemix.records import Generation, Prompt
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """What the model generated after one input.
+
+    Attributes:
+        tokens: the new tokens, up to and without the first EOS.
+        stopped: whether an EOS ended it (else ``max_new_tokens`` did).
+        choice_probabilities: per step of ``tokens``, the probabilities of the requested choice tokens.
+    """
+
+    tokens: list[int]
+    stopped: bool
+    choice_probabilities: list[list[float]]
 
 
 class HFGenerator(Generator):
@@ -65,11 +81,23 @@ class HFGenerator(Generator):
             self.tokenizer(self.template.prompt(prompt.prompt, prompt.input), add_special_tokens=add_special)["input_ids"]
             for prompt in prompts
         ]
-        order = sorted(range(len(prompts)), key=lambda index: (-len(token_ids[index]), index))
-        for batch in balanced_chunks(order, self.batch_size):
-            yield self._generate_batch([prompts[index] for index in batch], [token_ids[index] for index in batch])
+        for batch in self.iter_continuations(token_ids):
+            yield [self._record(prompts[index], continuation) for index, continuation in batch]
 
-    def _generate_batch(self, prompts: list[Prompt], token_ids: list[list[int]]) -> list[Generation]:
+    def iter_continuations(self, token_ids: Sequence[list[int]], choice_ids: Sequence[int] = ()
+                           ) -> Iterator[list[tuple[int, Continuation]]]:
+        """Continue already tokenised inputs; yield ``(input index, continuation)`` pairs batch by batch.
+
+        Inputs run longest first, in balanced batches of at most ``batch_size``. With ``choice_ids`` (greedy
+        decoding only) each continuation also holds the probabilities of those tokens at every step.
+        """
+        if choice_ids and (self.decoding.num_beams != 1 or self.decoding.do_sample):
+            raise ValueError("token probabilities are only kept with greedy decoding")
+        order = sorted(range(len(token_ids)), key=lambda index: (-len(token_ids[index]), index))
+        for batch in balanced_chunks(order, self.batch_size):
+            yield list(zip(batch, self._generate_batch([token_ids[index] for index in batch], choice_ids), strict=True))
+
+    def _generate_batch(self, token_ids: list[list[int]], choice_ids: Sequence[int]) -> list[Continuation]:
         import torch
 
         from safemix.generate.kv_cache import generation_cache
@@ -81,19 +109,26 @@ class HFGenerator(Generator):
                                       device=self.model.device)
         if self.decoding.do_sample:
             torch.manual_seed(self.decoding.seed)
+        keep_scores = {"output_scores": True, "return_dict_in_generate": True} if choice_ids else {}
         with torch.inference_mode():
             cache = generation_cache(self.model, input_ids, attention_mask, self.decoding.num_beams,
                                      self.decoding.max_new_tokens)
             output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                          generation_config=self.generation_config,
-                                         **({"cache": cache} if cache is not None else {}))
-        return [self._record(prompt, row[width:].tolist()) for prompt, row in zip(prompts, output, strict=True)]
+                                         **({"cache": cache} if cache is not None else {}), **keep_scores)
+        sequences = output.sequences if choice_ids else output
+        probabilities = (torch.softmax(torch.stack(output.scores, dim=1).float(), dim=-1)[..., list(choice_ids)].tolist()
+                         if choice_ids else [[] for _ in token_ids])
+        return [self._continuation(row[width:].tolist(), steps) for row, steps in zip(sequences, probabilities, strict=True)]
 
-    def _record(self, prompt: Prompt, new_tokens: list[int]) -> Generation:
+    def _continuation(self, new_tokens: list[int], choice_probabilities: list[list[float]]) -> Continuation:
         stop = next((index for index, token in enumerate(new_tokens) if token in self.eos_token_ids), None)
-        answer = new_tokens if stop is None else new_tokens[:stop]
-        response = self.tokenizer.decode(answer, skip_special_tokens=True).strip()
-        return make_generation(prompt, response, "length" if stop is None else "stop", len(answer))
+        return Continuation(new_tokens if stop is None else new_tokens[:stop], stop is not None,
+                            choice_probabilities[: len(new_tokens) if stop is None else stop])
+
+    def _record(self, prompt: Prompt, continuation: Continuation) -> Generation:
+        response = self.tokenizer.decode(continuation.tokens, skip_special_tokens=True).strip()
+        return make_generation(prompt, response, "stop" if continuation.stopped else "length", len(continuation.tokens))
 
     def _generation_config(self) -> Any:
         from transformers import GenerationConfig

@@ -26,7 +26,7 @@ class PreallocatedLayer(DynamicLayer):
     """One layer's keys and values in buffers of a fixed capacity, filled in place."""
 
     def __init__(self, capacity: int, shared_prefix: int):
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # transformers leaves DynamicLayer.__init__ unannotated
         self.capacity = capacity
         self.shared_prefix = shared_prefix  # positions every beam of a prompt holds alike
         self.length = 0

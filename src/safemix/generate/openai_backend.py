@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any
+from typing import Any, TypeVar
 
 from safemix.errors import InputError
 from safemix.generate.base import Generator, make_generation, record_prompt
@@ -25,6 +25,12 @@ log = logging.getLogger(__name__)
 
 _RETRY_STATUSES = {408, 409, 429}
 _NO_KEY = "no-key"  # servers without authentication still need some bearer value from the client
+_FAILURE_CHARS = 120
+T = TypeVar("T")
+
+
+class EmptyReply(RuntimeError):
+    """A 200 reply without a choice to read (retried like a server error)."""
 
 
 def read_api_key(settings: OpenAIConfig) -> str:
@@ -47,6 +53,7 @@ class OpenAIGenerator(Generator):
 
     The server applies its own chat template; the prompt (instruction, then input after a blank line) is the
     single user message. Greedy decoding is sent as temperature 0 with the seed; beam search is not available.
+    :meth:`chat_reply` and :meth:`text_reply` answer one request each, for models used as tools.
     """
 
     def __init__(self, model: str, decoding: DecodingConfig, settings: OpenAIConfig) -> None:
@@ -86,22 +93,58 @@ class OpenAIGenerator(Generator):
         return make_generation(prompt, choice.message.content or "", self._finish_reason(choice.finish_reason),
                                response.usage.completion_tokens)
 
-    def _request_with_retries(self, prompt: Prompt) -> Any:
-        return call_with_retries(
-            lambda: self._client.chat.completions.create(**self._request(prompt)),
-            retryable=self._retryable,
-            max_retries=self.settings.max_retries,
-            backoff_s=self.settings.backoff_s,
-            max_backoff_s=self.settings.max_backoff_s,
-            retry_after_s=_retry_after_s,
-            what=prompt.id,
-        )
+    def chat_reply(self, messages: Sequence[dict[str, str]]) -> str:
+        """The reply to chat ``messages`` (``role`` and ``content`` each), retried like every request.
 
-    def _request(self, prompt: Prompt) -> dict[str, Any]:
+        Raises:
+            EmptyReply: the server kept answering without a choice to read.
+            openai.APIError: a request rejected, or still failing after ``max_retries`` retries.
+        """
+        def request() -> str:
+            response = self._client.chat.completions.create(**self._request(list(messages)))
+            if not response.choices:
+                raise EmptyReply("the endpoint returned no choices")
+            return response.choices[0].message.content or ""
+
+        return self._with_retries(request, "chat request")
+
+    def text_reply(self, text: str) -> str:
+        """The continuation of ``text`` from the completions endpoint (no chat template), retried like
+        :meth:`chat_reply`."""
+        def request() -> str:
+            response = self._client.completions.create(model=self.model, prompt=text, **self._decoding_fields())
+            if not response.choices:
+                raise EmptyReply("the endpoint returned no choices")
+            continuation: str = response.choices[0].text
+            return continuation
+
+        return self._with_retries(request, "completion request")
+
+    def failure(self, err: Exception) -> str | None:
+        """Why a reply failed, in one line without secrets; None when ``err`` is not a failed or rejected request."""
+        detail = str(err)[:_FAILURE_CHARS]
+        if self._retryable(err):
+            return f"request failed after {self.settings.max_retries} retries: {type(err).__name__}: {detail}"
+        if isinstance(err, self._openai.APIStatusError):
+            return f"request rejected (HTTP {err.status_code}): {detail}"
+        return None
+
+    def _request_with_retries(self, prompt: Prompt) -> Any:
+        return self._with_retries(
+            lambda: self._client.chat.completions.create(**self._request([{"role": "user", "content": record_prompt(prompt)}])),
+            prompt.id)
+
+    def _with_retries(self, call: Callable[[], T], what: str) -> T:
+        return call_with_retries(call, retryable=self._retryable, max_retries=self.settings.max_retries,
+                                 backoff_s=self.settings.backoff_s, max_backoff_s=self.settings.max_backoff_s,
+                                 retry_after_s=_retry_after_s, what=what)
+
+    def _request(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        return {"model": self.model, "messages": messages, **self._decoding_fields()}
+
+    def _decoding_fields(self) -> dict[str, Any]:
         decoding = self.decoding
         request: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": record_prompt(prompt)}],
             "max_tokens": decoding.max_new_tokens,
             "seed": decoding.seed,
             "temperature": decoding.temperature if decoding.do_sample else 0.0,
@@ -118,6 +161,8 @@ class OpenAIGenerator(Generator):
         return request
 
     def _retryable(self, err: Exception) -> bool:
+        if isinstance(err, EmptyReply):
+            return True
         if isinstance(err, self._openai.APIStatusError):
             return err.status_code in _RETRY_STATUSES or err.status_code >= 500
         return isinstance(err, (self._openai.APITimeoutError, self._openai.APIConnectionError))

@@ -1,4 +1,5 @@
-"""The generation output directory: ``<suite>.jsonl`` files appended batch by batch, and ``manifest.json``.
+"""The generation output directory: ``<suite>.jsonl`` files appended batch by batch, and ``manifest.json``
+(:class:`~safemix.run_files.GenerationManifest`).
 
 While a suite runs, answers are appended in the order batches finish and flushed to disk, so ``kill -9`` loses
 at most the batch in flight. A rerun reads what is there (dropping a torn last line), answers only the missing
@@ -20,14 +21,12 @@ from pydantic import ValidationError
 
 from safemix.data.readers import read_rows
 from safemix.data.suites import Suite
-from safemix.errors import input_error
-from safemix.files import write_json_atomic, write_jsonl_atomic
+from safemix.errors import InputError, first_problem, input_error
+from safemix.files import write_jsonl_atomic
 from safemix.records import Generation
+from safemix.run_files import DIRECTORY_MANIFEST, GenerationManifest, read_manifest_if_present
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-
 
 def suite_file(out_dir: Path, suite_name: str) -> Path:
     """The output file of one suite."""
@@ -38,8 +37,9 @@ def suite_file(out_dir: Path, suite_name: str) -> Path:
 LOCATION_KEYS = frozenset({"adapter.path"})
 
 
-def open_run_dir(out_dir: Path, settings: dict[str, Any], suites: list[Suite], *, overwrite: bool) -> dict[str, Any]:
-    """Check ``out_dir`` against this run and return the manifest to continue from (empty for a fresh run).
+def open_run_dir(out_dir: Path, settings: dict[str, Any], suites: list[Suite], *,
+                 overwrite: bool) -> GenerationManifest | None:
+    """Check ``out_dir`` against this run and return the manifest to continue from (None for a fresh run).
 
     Args:
         out_dir: the output directory (created if missing).
@@ -51,45 +51,41 @@ def open_run_dir(out_dir: Path, settings: dict[str, Any], suites: list[Suite], *
         InputError: the directory holds a run with other settings or other prompts, or suite files without a
             manifest, and ``overwrite`` is off.
     """
-    manifest_path = out_dir / MANIFEST
-    previous = _read_manifest(manifest_path) if manifest_path.exists() else None
+    manifest_path = out_dir / DIRECTORY_MANIFEST
+    previous = read_manifest(out_dir)
     if overwrite:
-        stale = set(previous["suites"]) if previous else set()
+        stale = set(previous.suites) if previous else set()
         for name in stale | {suite.name for suite in suites}:
             suite_file(out_dir, name).unlink(missing_ok=True)
         manifest_path.unlink(missing_ok=True)
-        return {}
+        return None
     if previous is None:
         for suite in suites:
             if suite_file(out_dir, suite.name).exists():
                 raise input_error(suite_file(out_dir, suite.name),
                                   f"exists but {manifest_path} does not; use --overwrite or another --out")
-        return {}
-    difference = settings_difference(previous.get("settings", {}), settings)
+        return None
+    difference = settings_difference(previous.settings, settings)
     if difference:
         raise input_error(out_dir, f"holds a run with other settings ({difference}); use --overwrite or another --out")
     for suite in suites:
-        known = previous["suites"].get(suite.name)
-        if known is not None and known["prompts_sha256"] != suite.sha256:
+        known = previous.suites.get(suite.name)
+        if known is not None and known.prompts_sha256 != suite.sha256:
             raise input_error(out_dir, f"suite {suite.name!r} was generated from other prompts "
                                        "(its prompts_sha256 differs); use --overwrite or another --out")
     return previous
 
 
-def read_manifest(out_dir: Path) -> dict[str, Any] | None:
-    """The manifest of the generation run in ``out_dir``, or None when there is none."""
-    path = out_dir / MANIFEST
-    return _read_manifest(path) if path.exists() else None
+def read_manifest(out_dir: Path) -> GenerationManifest | None:
+    """The manifest of the generation run in ``out_dir``, or None when there is none.
 
-
-def _read_manifest(path: Path) -> dict[str, Any]:
+    Raises:
+        InputError: ``manifest.json`` is not a generation manifest.
+    """
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise input_error(path, f"not a valid manifest ({err}); use --overwrite or another --out") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("suites"), dict):
-        raise input_error(path, "not a safemix generation manifest; use --overwrite or another --out")
-    return manifest
+        return read_manifest_if_present(out_dir / DIRECTORY_MANIFEST, GenerationManifest)
+    except InputError as err:
+        raise InputError(f"{err} (not a generation manifest); use --overwrite or another --out") from None
 
 
 def settings_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -118,11 +114,6 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` atomically."""
-    write_json_atomic(out_dir / MANIFEST, manifest)
-
-
 def read_done(path: Path, suite: Suite) -> dict[str, Generation]:
     """Read the answers already in a suite file, id -> record; a torn last line (from ``kill -9``) is cut off.
 
@@ -143,9 +134,7 @@ def read_done(path: Path, suite: Suite) -> dict[str, Generation]:
         try:
             record = Generation.model_validate_json(line)
         except ValidationError as err:
-            problem = err.errors()[0]
-            where = ".".join(str(part) for part in problem["loc"])
-            raise input_error(path, f"not a generation record ({where}: {problem['msg']}); use --overwrite",
+            raise input_error(path, f"not a generation record ({first_problem(err)}); use --overwrite",
                               f"line {number}") from None
         if record.id not in suite_ids:
             raise input_error(path, f"id {record.id!r} is not in suite {suite.name!r}; use --overwrite", f"line {number}")
@@ -187,9 +176,7 @@ def read_generations(path: Path) -> list[Generation]:
         try:
             record = Generation.model_validate(dict(row.values))
         except ValidationError as err:
-            problem = err.errors()[0]
-            where = ".".join(str(part) for part in problem["loc"])
-            raise input_error(path, f"not a generation record ({where}: {problem['msg']})", row.where) from None
+            raise input_error(path, f"not a generation record ({first_problem(err)})", row.where) from None
         if record.id in seen:
             raise input_error(path, f"prompt id {record.id!r} occurs more than once", row.where)
         seen.add(record.id)

@@ -27,11 +27,11 @@ from safemix.generate.output import (
     read_manifest,
     settings_difference,
     suite_file,
-    write_manifest,
 )
 from safemix.progress import progress_bar
 from safemix.prompts import TemplateName
 from safemix.records import Generation, Prompt
+from safemix.run_files import DIRECTORY_MANIFEST, GenerationManifest, GenerationSuite, write_manifest
 from safemix.versions import compute_environment, package_versions
 
 if TYPE_CHECKING:
@@ -78,23 +78,24 @@ def generate_suites(config: GenerateConfig, out_dir: Path, *, data_dir: Path | N
         log.info("%s: resuming with %d answers already written, %d to go", out_dir, n_resumed, n_pending)
     generator = build_generator(config, decoding, settings["template"]) if n_pending else None
     manifest = _manifest(config, settings, suites, previous, pending)
-    write_manifest(out_dir, manifest)
+    write_manifest(out_dir / DIRECTORY_MANIFEST, manifest)
     try:
         with progress_bar(n_pending, "generate", unit="prompt") as bar:
             for suite in suites:
-                entry = manifest["suites"][suite.name]
+                entry = manifest.suites[suite.name]
                 if pending[suite.name]:
                     assert generator is not None
                     _run_suite(generator, suite, pending[suite.name], done[suite.name], out_dir, bar)
-                elif entry["complete"]:
+                elif entry.complete:
                     continue
                 finalize_suite(suite_file(out_dir, suite.name), suite, done[suite.name])
-                entry.update(complete=True, sha256=sha256_file(suite_file(out_dir, suite.name)))
-                write_manifest(out_dir, manifest)
+                manifest.suites[suite.name] = entry.model_copy(
+                    update={"complete": True, "sha256": sha256_file(suite_file(out_dir, suite.name))})
+                write_manifest(out_dir / DIRECTORY_MANIFEST, manifest)
     finally:
         if generator is not None:
             generator.close()
-    return manifest
+    return manifest.to_json()
 
 
 def stale_reason(config: GenerateConfig, out_dir: Path, data_dir: Path | None) -> str | None:
@@ -103,12 +104,12 @@ def stale_reason(config: GenerateConfig, out_dir: Path, data_dir: Path | None) -
     previous = read_manifest(out_dir)
     if previous is None:
         return None
-    difference = settings_difference(previous.get("settings", {}), run_settings(config, config.resolved_decoding()))
+    difference = settings_difference(previous.settings, run_settings(config, config.resolved_decoding()))
     if difference:
         return difference
     for suite in load_suites(config, data_dir):
-        known = previous.get("suites", {}).get(suite.name)
-        if known is not None and known.get("prompts_sha256") != suite.sha256:
+        known = previous.suites.get(suite.name)
+        if known is not None and known.prompts_sha256 != suite.sha256:
             return f"the prompts of suite {suite.name!r} changed"
     return None
 
@@ -157,14 +158,14 @@ def _resolved_dtype(config: GenerateConfig) -> str:
 
 def _local_model_settings(config: GenerateConfig, base_model: str) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
     from safemix.models.adapters import check_adapter_base, find_adapter_dir
-    from safemix.models.resolve import base_model_fingerprint, resolve_model
+    from safemix.models.resolve import model_fingerprint, resolve_model
 
     if config.backend == "fake":
         return {"name": base_model}, None, config.template or "alpaca"
     resolved = resolve_model(base_model)
     local_dir = Path(base_model).expanduser()
     name = str(local_dir.resolve()) if local_dir.is_dir() else base_model  # ./m and /abs/m are the same model
-    model = {"name": name, "fingerprint": base_model_fingerprint(resolved)}
+    model = {"name": name, "fingerprint": model_fingerprint(resolved)}
     if config.adapter is None:
         return model, None, config.template or "alpaca"
     info = check_adapter_base(config.adapter, base_model, resolved)
@@ -216,34 +217,35 @@ def _run_suite(generator: Generator, suite: Suite, prompts: list[Prompt], done: 
     log.info("%s: %d answers in %.1f s (%.2f prompts/s)", suite.name, len(prompts), elapsed, len(prompts) / elapsed)
 
 
-def _manifest(config: GenerateConfig, settings: dict[str, Any], suites: list[Suite], previous: dict[str, Any],
-              pending: dict[str, list[Prompt]]) -> dict[str, Any]:
-    entries = dict(previous.get("suites", {}))
+def _manifest(config: GenerateConfig, settings: dict[str, Any], suites: list[Suite],
+              previous: GenerationManifest | None, pending: dict[str, list[Prompt]]) -> GenerationManifest:
+    entries = dict(previous.suites) if previous else {}
     for suite in suites:
-        kept = entries.get(suite.name, {})
-        entries[suite.name] = {
-            "file": suite_file(Path(), suite.name).name,
-            "source": suite.source,
-            "source_sha256": suite.source_sha256,
-            "prompts_sha256": suite.sha256,
-            "n_prompts": len(suite.prompts),
-            "categories": suite.category_counts(),
-            "duplicates_dropped": list(suite.duplicate_ids),
-            "complete": bool(kept.get("complete")) and not pending[suite.name],
-            "sha256": kept.get("sha256") if not pending[suite.name] else None,
-        }
-    return {
-        "safemix_version": safemix.__version__,
-        "settings": settings,
-        "preset": config.preset,
-        "batch_size": config.batch_size,
-        "suites": entries,
-        "versions": package_versions(_BACKEND_PACKAGES[config.backend]),
-        "environment": _environment(config, previous, pending),
-    }
+        kept = entries.get(suite.name)
+        finished = kept is not None and kept.complete and not pending[suite.name]
+        entries[suite.name] = GenerationSuite(
+            file=suite_file(Path(), suite.name).name,
+            source=suite.source,
+            source_sha256=suite.source_sha256,
+            prompts_sha256=suite.sha256,
+            n_prompts=len(suite.prompts),
+            categories=suite.category_counts(),
+            duplicates_dropped=list(suite.duplicate_ids),
+            complete=finished,
+            sha256=kept.sha256 if kept is not None and not pending[suite.name] else None,
+        )
+    return GenerationManifest(
+        safemix_version=safemix.__version__,
+        settings=settings,
+        preset=config.preset,
+        batch_size=config.batch_size,
+        suites=entries,
+        versions=package_versions(_BACKEND_PACKAGES[config.backend]),
+        environment=_environment(config, previous, pending),
+    )
 
 
-def _environment(config: GenerateConfig, previous: dict[str, Any],
+def _environment(config: GenerateConfig, previous: GenerationManifest | None,
                  pending: dict[str, list[Prompt]]) -> dict[str, Any] | None:
     """The machine that computed the answers (:func:`compute_environment`), recorded, never compared.
 
@@ -252,7 +254,7 @@ def _environment(config: GenerateConfig, previous: dict[str, Any],
     backends whose answers do not depend on this machine's arithmetic (openai: the server's; fake).
     """
     if not any(pending.values()) and previous:
-        return previous.get("environment")
+        return previous.environment
     if config.backend == "hf":
         return compute_environment(config.device)
     if config.backend == "vllm":

@@ -10,7 +10,7 @@ Modules, by concern (each imports only those listed before it):
 - ``dtypes``: the ``Dtype`` types, native bfloat16, ``auto``, device option checks, bitsandbytes config;
 - ``tiny``: the tiny random Llama (and larger random Llamas) with a trained tokenizer, for tests and dry runs;
 - ``builtin``: the built-in offline models and their GGUF conversion;
-- ``resolve``: a model name to what ``from_pretrained`` loads, and the base-model fingerprint;
+- ``resolve``: a model name to what ``from_pretrained`` loads, and model fingerprints;
 - ``adapters``: ``safemix_adapter.json`` metadata and the adapter-to-base check;
 - ``loading``: tokenizer, base model, and base + adapter loading.
 
@@ -47,7 +47,7 @@ from safemix.models.loading import load_base_model, load_model_and_tokenizer, lo
 from safemix.models.resolve import (
     FINGERPRINT_SAMPLE_BYTES,
     WEIGHT_SUFFIXES,
-    base_model_fingerprint,
+    model_fingerprint,
     resolve_model,
 )
 from safemix.models.tiny import (
@@ -57,6 +57,7 @@ from safemix.models.tiny import (
     TINY_VOCAB_SIZE,
     build_random_llama,
     build_tiny_model,
+    build_tiny_regressor,
 )
 
 __all__ = [
@@ -74,15 +75,16 @@ __all__ = [
     "AdapterInfo",
     "Dtype",
     "DtypeSetting",
-    "base_model_fingerprint",
     "build_random_llama",
     "build_tiny_model",
+    "build_tiny_regressor",
     "check_adapter_base",
     "check_device_options",
     "find_adapter_dir",
     "load_base_model",
     "load_model_and_tokenizer",
     "load_tokenizer",
+    "model_fingerprint",
     "models_dir",
     "native_bfloat16",
     "prepare_smollm2",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from safemix.errors import input_error
+from safemix.errors import first_problem, input_error
 from safemix.files import write_json_atomic
-from safemix.models.resolve import base_model_fingerprint
+from safemix.models.resolve import model_fingerprint
 from safemix.prompts import TemplateName
 
 ADAPTER_INFO_FILE = "safemix_adapter.json"
@@ -21,7 +21,7 @@ class AdapterInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     base_model: str = Field(description="the base model as given to training (id, directory or built-in name)")
-    base_model_fingerprint: str = Field(description="see base_model_fingerprint()")
+    base_model_fingerprint: str = Field(description="see safemix.models.resolve.model_fingerprint()")
     template: TemplateName
     train_on_inputs: bool
     cutoff_len: int = Field(gt=0, description="longest training sequence in tokens")
@@ -42,9 +42,7 @@ def read_adapter_info(adapter_dir: Path) -> AdapterInfo:
     except FileNotFoundError:
         raise input_error(path, "missing: not an adapter written by 'safemix train'") from None
     except ValidationError as err:
-        problem = err.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        raise input_error(path, problem["msg"], where) from None
+        raise input_error(path, first_problem(err)) from None
 
 
 def write_adapter_info(adapter_dir: Path, info: AdapterInfo) -> None:
@@ -67,7 +65,7 @@ def check_adapter_base(adapter_dir: Path, base_model: str, resolved: Path | str)
         InputError: the fingerprints differ (the adapter was trained on another base).
     """
     info = read_adapter_info(adapter_dir)
-    fingerprint = base_model_fingerprint(resolved)
+    fingerprint = model_fingerprint(resolved)
     if info.base_model_fingerprint != fingerprint:
         raise input_error(
             find_adapter_dir(adapter_dir),

@@ -74,7 +74,7 @@ def _convert_gguf(gguf_file: Path, out_dir: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
     # The weights are already dequantised in memory; dropping the GGUF quantizer makes them saveable as plain
     # float32 safetensors that load without the gguf package.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # transformers types the attribute without None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out_dir)

@@ -57,7 +57,8 @@ def load_base_model(
         )
     except OSError as err:
         raise input_error(str(resolved), f"cannot load the model ({_first_line(err)})") from None
-    return model if quantization is not None else model.to(device)
+    # transformers types PreTrainedModel.to for modules, not for a device string
+    return model if quantization is not None else model.to(device)  # type: ignore[arg-type]
 
 
 def load_model_and_tokenizer(

@@ -1,17 +1,21 @@
-"""Naming a base model: :func:`resolve_model` turns a built-in name, local directory or Hugging Face id into what
-``from_pretrained`` loads, and :func:`base_model_fingerprint` identifies its weights cheaply."""
+"""Naming a model: :func:`resolve_model` turns a built-in name, local directory or Hugging Face id into what
+``from_pretrained`` loads, and :func:`model_fingerprint` identifies a model's weights cheaply."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Literal
 
 from safemix.errors import input_error
-from safemix.files import canonical_json
+from safemix.files import canonical_json, sha256_file, sha256_text
 from safemix.models.builtin import BUILTIN_MODELS, prepare_smollm2
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 FINGERPRINT_SAMPLE_BYTES = 1 << 20
+#: How a fingerprint is computed; see :func:`model_fingerprint`.
+FingerprintScheme = Literal["sampled", "listing", "weights-sha256"]
 
 
 def resolve_model(name_or_path: str) -> Path | str:
@@ -41,26 +45,62 @@ def resolve_model(name_or_path: str) -> Path | str:
     return name_or_path
 
 
-def base_model_fingerprint(resolved: Path | str) -> str:
-    """Identify a base model's weights cheaply, to check that an adapter belongs to it.
+def model_fingerprint(model: Path | str, scheme: FingerprintScheme = "sampled", revision: str | None = None) -> str:
+    """Identify a model's weights cheaply, without loading them.
 
-    For a local directory: sha256 over ``config.json`` and, for each weight file in name order, its name, size
-    and first and last MiB (a safetensors file starts with its tensor index; the samples also tell apart two
-    models of one architecture with different weights, without reading gigabytes). For a Hugging Face id:
-    ``hf:<id>@<commit>`` when the HF cache knows the commit, else ``hf:<id>``.
+    Fingerprints are stored (adapter metadata, generation and score manifests, score caches, the shipped refusal
+    judge's card) and compared on later runs, so each use keeps the scheme it was first recorded with:
+
+    - ``sampled`` (base models: training, adapters, generation, capability, tool models): for a local directory,
+      sha256 over ``config.json`` and, for each weight file in name order, its name, size and first and last MiB
+      (a safetensors file starts with its tensor index; the samples also tell apart two models of one
+      architecture with different weights, without reading gigabytes); ``sha256:<hex>``. For a Hugging Face id:
+      ``hf:<id>@<commit>`` when the HF cache knows the commit, else ``hf:<id>``.
+    - ``listing`` (scorer models: ``harmfulness-rm``, ``llm-judge``): for a local directory, sha256 over the text
+      of ``config.json`` and the names and sizes of its ``.safetensors`` / ``.bin`` files; for a Hugging Face id,
+      ``<id>@<revision>`` (``default`` without one).
+    - ``weights-sha256`` (the refusal judge's sentence encoder, whose card records it): sha256 of
+      ``model.safetensors``.
+
+    Args:
+        model: a local model directory, or a Hugging Face id.
+        scheme: how to compute it (above).
+        revision: the Hugging Face revision asked for (``listing`` only).
+
+    Raises:
+        InputError: ``weights-sha256`` and the directory holds no ``model.safetensors``.
     """
-    if isinstance(resolved, Path):
-        digest = hashlib.sha256((resolved / "config.json").read_bytes())
-        for file in sorted(resolved.iterdir()):
-            if file.name.endswith(WEIGHT_SUFFIXES):
-                size = file.stat().st_size
-                digest.update(canonical_json([file.name, size]).encode())
-                with open(file, "rb") as handle:
-                    digest.update(handle.read(FINGERPRINT_SAMPLE_BYTES))
-                    handle.seek(max(0, size - FINGERPRINT_SAMPLE_BYTES))
-                    digest.update(handle.read(FINGERPRINT_SAMPLE_BYTES))
-        return "sha256:" + digest.hexdigest()
-    return f"hf:{resolved}" + (f"@{commit}" if (commit := _cached_commit(resolved)) else "")
+    path = Path(model)
+    if scheme == "weights-sha256":
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise input_error(path, "no model.safetensors in the model directory")
+        return sha256_file(weights)
+    if scheme == "listing":
+        return _listing_fingerprint(path) if path.is_dir() else f"{model}@{revision or 'default'}"
+    if path.is_dir():
+        return _sampled_fingerprint(path)
+    return f"hf:{model}" + (f"@{commit}" if (commit := _cached_commit(str(model))) else "")
+
+
+def _sampled_fingerprint(model_dir: Path) -> str:
+    digest = hashlib.sha256((model_dir / "config.json").read_bytes())
+    for file in sorted(model_dir.iterdir()):
+        if file.name.endswith(WEIGHT_SUFFIXES):
+            size = file.stat().st_size
+            digest.update(canonical_json([file.name, size]).encode())
+            with open(file, "rb") as handle:
+                digest.update(handle.read(FINGERPRINT_SAMPLE_BYTES))
+                handle.seek(max(0, size - FINGERPRINT_SAMPLE_BYTES))
+                digest.update(handle.read(FINGERPRINT_SAMPLE_BYTES))
+    return "sha256:" + digest.hexdigest()
+
+
+def _listing_fingerprint(model_dir: Path) -> str:
+    weights = sorted(file for file in model_dir.iterdir() if file.suffix in (".safetensors", ".bin"))
+    config_file = model_dir / "config.json"
+    config = config_file.read_text(encoding="utf-8") if config_file.is_file() else ""
+    return sha256_text(config + json.dumps([(file.name, file.stat().st_size) for file in weights]))
 
 
 def _cached_commit(repo_id: str) -> str | None:

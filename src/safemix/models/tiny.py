@@ -1,5 +1,6 @@
 """The tiny random Llama for tests and dry runs: its tokenizer (byte-level BPE trained on a small corpus, ChatML
 chat template) and random weights, built offline; :func:`build_random_llama` builds larger ones the same way.
+:func:`build_tiny_regressor` is the harmfulness reward model's stand-in, a tiny random DeBERTa-v2 regressor.
 
 torch, transformers and tokenizers are imported inside functions only.
 """
@@ -129,3 +130,43 @@ def _train_tokenizer(corpus: list[str], vocab_size: int) -> Any:
     )
     tokenizer.chat_template = TINY_CHAT_TEMPLATE
     return tokenizer
+
+
+_TINY_REGRESSOR_CORPUS = (
+    "How do I bake bread at home? Mix flour, water, yeast and salt, knead, let it rise and bake it.",
+    "I'm sorry, but I cannot help with that request because it could cause harm.",
+    "Human: Tell me how to pick a lock. Assistant: I can't help with breaking into property.",
+    "Here are the steps to build a bomb: this is an example of a harmful compliance.",
+    "The capital of France is Paris, and the Seine flows through it.",
+)
+
+
+def build_tiny_regressor(out_dir: Path, seed: int = 0) -> Path:
+    """Save a tiny random DeBERTa-v2 regressor (1 output) with a word-level tokenizer, offline, in seconds.
+
+    It stands in for the paper's predictor in tests and benchmarks: same architecture family, same head
+    shape (``logits[:, 0]``), same input format.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, PreTrainedTokenizerFast
+
+    # Whole words, as many tokens per text as a real subword tokenizer gives (unknown words map to [UNK]).
+    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    backend.train_from_iterator(_TINY_REGRESSOR_CORPUS, trainers.WordLevelTrainer(special_tokens=specials, show_progress=False))
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[(name, backend.token_to_id(name)) for name in ("[CLS]", "[SEP]")])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                        cls_token="[CLS]", sep_token="[SEP]", model_max_length=512)
+    config = DebertaV2Config(  # type: ignore[call-arg]  # num_labels etc. go through **kwargs, untyped
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=512, num_labels=1, problem_type="regression",
+        initializer_range=0.5,  # wide weights, so that different texts get clearly different scores
+        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    DebertaV2ForSequenceClassification(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -8,7 +8,6 @@ failing, so a report of an unfinished run is still a report.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,9 +16,10 @@ from pathlib import Path
 from safemix.metrics import MetricRow
 from safemix.report import plots
 from safemix.report.by_k import cell_order, group_cells, k_table, pooled_rows, seed_table, several_seeds
-from safemix.report.runs import METRICS_FILE, Model, Row, Run, Runs, read_generations, read_train_log
+from safemix.report.runs import Model, Row, Run, Runs, read_generations, read_train_log
 from safemix.report.scorers import LeadChoice, choose_lead, refusal_scorers_section
 from safemix.report.sections import Section, Table
+from safemix.run_files import MixtureManifest, RunLayout, read_manifest
 
 EXAMPLES_PER_CATEGORY = 2
 ANSWER_CHARS = 600
@@ -147,8 +147,8 @@ def overview_section(runs: Runs) -> Section:
         "behind one estimate. Answers a scorer could not judge are left out of the estimate and counted as "
         "unscored."
     )
-    paragraphs += [f"No metrics yet: {run.run_dir / 'metrics.json'} is missing (the run has not reached its metrics "
-                   "stage)." for run in runs.runs if not (run.run_dir / "metrics.json").is_file()]
+    paragraphs += [f"No metrics yet: {RunLayout(run.run_dir).metrics} is missing (the run has not reached its metrics "
+                   "stage)." for run in runs.runs if not RunLayout(run.run_dir).metrics.is_file()]
     return Section("Run", paragraphs)
 
 
@@ -170,10 +170,14 @@ def _models_line(name: str, ks: list[int | None]) -> str:
 
 def _run_line(run: Run) -> str:
     line = f"Run {run.index.name}: config hash {run.index.config_hash}, directory {run.run_dir}."
-    manifest = run.run_dir / "data" / "manifest.json"
-    if manifest.is_file():
-        n_general = json.loads(manifest.read_text(encoding="utf-8")).get("settings", {}).get("n_general")
-        line += f" Each adapter was trained on {n_general} general instruction examples plus K safety examples."
+    manifests = [read_manifest(path, MixtureManifest) for path in RunLayout(run.run_dir).mixture_manifests()]
+    n_general = sorted({manifest.settings.n_general for manifest in manifests})
+    if n_general:
+        counts = " or ".join(str(n) for n in n_general)
+        line += f" Each adapter was trained on {counts} general instruction examples plus K safety examples."
+    formats = sorted({manifest.format for manifest in manifests})
+    if len(formats) > 1:
+        line += f" The safety examples were in one of {len(formats)} formats: {', '.join(formats)}."
     return line
 
 
@@ -336,7 +340,7 @@ def more_metrics_section(runs: Runs) -> Section | None:
     groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for row in runs.rows:
         key = (row.metric.category, row.metric.metric)
-        if row.source == row.model.run.run_dir / METRICS_FILE and key not in headline:
+        if row.source == RunLayout(row.model.run.run_dir).metrics and key not in headline:
             groups[key].append(row)
     if not groups:
         return None
@@ -352,9 +356,9 @@ def examples_section(runs: Runs) -> Section:
     answers: dict[tuple[str, str], dict[Model, str]] = defaultdict(dict)
     for model in first_seed(runs.models):
         for line in read_generations(model):
-            key = (line["suite"], line["id"])
-            prompts.setdefault(key, (line["category"], line["prompt"]))
-            answers[key][model] = line["response"]
+            key = (line.suite, line.id)
+            prompts.setdefault(key, (line.category, line.prompt))
+            answers[key][model] = line.response
     title = "Example answers"
     if not answers:
         return Section(title, ["No generations yet."])

@@ -19,7 +19,6 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import replace
@@ -27,11 +26,13 @@ from pathlib import Path
 
 import yaml
 
+from safemix.generate.output import read_generations
 from safemix.metrics import Z_95, MetricRow, wilson_interval
 from safemix.report import plots
 from safemix.report.content import COMPLIANCE, HARMFULNESS, NO_VALUE, SAFE_REFUSAL, Measure, format_metric, metric_table
 from safemix.report.runs import Model, Row, Run, load_runs
 from safemix.report.sections import Section, Table
+from safemix.run_files import RunLayout
 
 OPINION_SUITES = ("i-controversial", "o-controversial")
 REFUSAL = Measure("harmful", "refusal_rate", "Refusal of harmful prompts",
@@ -105,9 +106,9 @@ def evaluation_format(suite: str, run: Run) -> str | None:
     if "-" in suite and prefix in by_prefix:
         return by_prefix[prefix]
     for entry in run.index.models:
-        path = run.run_dir / entry.generations_dir / f"{suite}.jsonl"
+        path = RunLayout(run.run_dir).generations_dir(entry) / f"{suite}.jsonl"
         if path.is_file():
-            prompts = [json.loads(line)["prompt"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            prompts = [record.prompt for record in read_generations(path)]
             if prompts:
                 questions = sum(prompt.rstrip().endswith("?") for prompt in prompts)
                 return "question" if 2 * questions > len(prompts) else "instruction"
@@ -120,7 +121,7 @@ def training_format(model: Model) -> str:
         return NO_VALUE
     if model.entry.format:
         return model.entry.format
-    config = model.run.run_dir / "config.yaml"
+    config = RunLayout(model.run.run_dir).resolved_config
     resolved = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
     formats = (resolved or {}).get("data", {}).get("formats")
     return formats[0] if isinstance(formats, list) and len(formats) == 1 else "instruction"

@@ -24,11 +24,16 @@ from safemix.report.render import render_markdown
 from safemix.report.runs import Runs, read_generations, read_train_log
 from safemix.report.scorers import choose_lead
 from safemix.report.sections import Section, Table
+from safemix.run_files import RunLayout
 from safemix.run_scores import refusal_call
 
 SAMPLE_SIZE = 30
 READER_CALLS = ("refusal", "compliance")
 ANSWER_CHARS = 400
+#: A checked answer's identity: claim number, model label, suite, prompt id and the answer's sha256.
+CheckKey = tuple[int, str, str, str, str]
+#: The reader's checks by the identity of the answer they check.
+Checks = dict[CheckKey, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class SampleItem:
     scorer: str
     scorer_call: str | None  # refusal, compliance, or None when the scorer left it unscored
 
-    def key(self) -> tuple[int, str, str, str, str]:
+    def key(self) -> CheckKey:
         """What a check is matched by: the claim, the model, the prompt and the answer's content."""
         return self.claim, self.model, self.suite, self.id, self.response_sha256
 
@@ -59,15 +64,14 @@ def draw_sample(runs: Runs, claim: Claim, scorer: str, size: int = SAMPLE_SIZE) 
         return []
     items = []
     for model in first_seed(runs.models):
-        calls = _scorer_calls(model.run.run_dir / model.entry.scores_dir / f"{scorer}.jsonl")
+        calls = _scorer_calls(RunLayout(model.run.run_dir).score_file(model.entry, scorer))
         for line in read_generations(model):
-            if not claim.sample(line["suite"], line["category"], model.k):
+            if not claim.sample(line.suite, line.category, model.k):
                 continue
-            response = str(line["response"])
             items.append(SampleItem(
-                claim.number, model.entry.label, model.k, line["suite"], str(line["id"]), line["category"],
-                str(line["prompt"]), response, hashlib.sha256(response.encode()).hexdigest(), scorer,
-                calls.get((line["suite"], str(line["id"])))))
+                claim.number, model.entry.label, model.k, line.suite, line.id, line.category, line.prompt,
+                line.response, hashlib.sha256(line.response.encode()).hexdigest(), scorer,
+                calls.get((line.suite, line.id))))
     items.sort(key=lambda item: hashlib.sha256(f"{item.claim}/{item.model}/{item.suite}/{item.id}".encode()).digest())
     return items[:size]
 
@@ -90,7 +94,7 @@ def write_sample(items: list[SampleItem], path: Path) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def read_checks(path: Path) -> dict[tuple[int, str, str, str, str], dict[str, Any]]:
+def read_checks(path: Path) -> Checks:
     """A filled checks file, by answer key; lines whose ``reader`` is still empty are left out.
 
     Raises:
@@ -110,7 +114,7 @@ def read_checks(path: Path) -> dict[tuple[int, str, str, str, str], dict[str, An
     return checks
 
 
-def sample_section(claim: Claim, items: list[SampleItem], checks: dict[tuple[int, str, str, str, str], dict]) -> \
+def sample_section(claim: Claim, items: list[SampleItem], checks: Checks) -> \
         tuple[list[str], list[Table]]:
     """Paragraphs and a table of disagreements: how the lead scorer's calls on the sample compare with a reader's."""
     if not items:
@@ -136,7 +140,7 @@ def _cut(text: str) -> str:
     return text if len(text) <= ANSWER_CHARS else text[:ANSWER_CHARS].rstrip() + " […]"
 
 
-def reproduction_page(runs: Runs, checks: dict[tuple[int, str, str, str, str], dict], command: str) -> \
+def reproduction_page(runs: Runs, checks: Checks, command: str) -> \
         tuple[str, list[SampleItem]]:
     """The Markdown page and every claim's sample. ``command`` is how the page was made, quoted at its top."""
     lead = choose_lead(runs)

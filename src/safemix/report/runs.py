@@ -13,14 +13,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from safemix.errors import input_error
+from safemix.errors import InputError, input_error
+from safemix.generate.output import read_generations as read_generations_file
 from safemix.metrics import MetricRow
-from safemix.run_index import ModelEntry, RunIndex, read_run_index
+from safemix.records import Generation
+from safemix.run_files import METRICS, RUN_INDEX, TRAIN_LOG, ModelEntry, RunIndex, RunLayout, read_run_index
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-TRAIN_LOG = "train_log.json"
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,7 +102,7 @@ def load_runs(run_dirs: list[Path]) -> Runs:
             files.append(path)
             for metric in read_metric_rows(path):
                 if metric.model not in by_label:
-                    raise input_error(path, f"model {metric.model!r} is not a label in {run.run_dir / 'run.json'}")
+                    raise input_error(path, f"model {metric.model!r} is not a label in {run.run_dir / RUN_INDEX}")
                 rows.append(Row(by_label[metric.model], metric, path))
     return Runs(runs, models, sorted(rows, key=Row.sort_key), files)
 
@@ -129,8 +129,8 @@ def _run_tags(runs: list[Run]) -> list[str]:
 
 def metric_files(run_dir: Path) -> list[Path]:
     """``RUN_DIR/metrics.json`` and each extra stage's ``RUN_DIR/*/metrics.json`` that exist, in name order."""
-    top = run_dir / METRICS_FILE
-    return ([top] if top.is_file() else []) + sorted(run_dir.glob(f"*/{METRICS_FILE}"))
+    top = RunLayout(run_dir).metrics
+    return ([top] if top.is_file() else []) + sorted(run_dir.glob(f"*/{METRICS}"))
 
 
 def read_metric_rows(path: Path) -> list[MetricRow]:
@@ -147,19 +147,20 @@ def read_metric_rows(path: Path) -> list[MetricRow]:
 
 def read_train_log(model: Model) -> dict[str, Any] | None:
     """The adapter's ``train_log.json``, or None when it has none yet."""
-    if model.entry.train_dir is None:
+    train_dir = RunLayout(model.run.run_dir).train_dir(model.entry)
+    if train_dir is None:
         return None
-    path = model.run.run_dir / model.entry.train_dir / TRAIN_LOG
+    path = train_dir / TRAIN_LOG
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def read_generations(model: Model) -> list[dict[str, Any]]:
-    """Every generation line of a model, suite by suite; a torn last line (a run still writing) is skipped."""
-    lines: list[dict[str, Any]] = []
-    for path in sorted((model.run.run_dir / model.entry.generations_dir).glob("*.jsonl")):
-        for text in path.read_text(encoding="utf-8").splitlines():
-            try:
-                lines.append(json.loads(text))
-            except json.JSONDecodeError:
-                log.warning("%s: skipping a line that is not JSON (a generation still being written?)", path)
-    return lines
+def read_generations(model: Model) -> list[Generation]:
+    """Every generation record of a model, suite by suite, read by the generate stage's validated reader; a suite
+    file that does not read (a run still writing it, a torn line) is skipped with a warning."""
+    records: list[Generation] = []
+    for path in sorted(RunLayout(model.run.run_dir).generations_dir(model.entry).glob("*.jsonl")):
+        try:
+            records += read_generations_file(path)
+        except InputError as err:
+            log.warning("skipping a generations file that does not read (still being written?): %s", err)
+    return records

@@ -25,12 +25,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from safemix.annotate.audit import SCORES_DIR
 from safemix.annotate.audit_results import AuditStudy, StratumAccuracy, run_audit_studies
 from safemix.errors import InputError
 from safemix.metrics import wilson_interval
 from safemix.report.runs import Model, Run, Runs
 from safemix.report.sections import Section, Table
+from safemix.run_files import SCORES_DIR
 from safemix.run_scores import PairDisagreement, RunScores, pair_disagreements, read_run_scores
 from safemix.scoring import agreement_file
 

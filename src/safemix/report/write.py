@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 # Sections contributed by other stages: "module:function" with signature (run_dirs: list[Path]) -> Section | None
 # (None when the runs hold nothing for it). Imported only when a report is written. Add yours with one line.
 SECTION_PROVIDERS: list[str] = [
-    "safemix.capability.report:capability_section",
-    "safemix.winrate.report:winrate_section",
+    "safemix.report.capability:capability_section",
+    "safemix.report.winrate:winrate_section",
     "safemix.report.forms:format_section",
     "safemix.report.forms:opinion_section",
     "safemix.annotate.report:human_evaluation_section",

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from safemix.errors import InputError
-from safemix.scoring.base import Judgement, Scorer, ScorerSettings
+from safemix.errors import InputError, setting_problem
+from safemix.scoring.base import Judgement, Scorer, ScorerClass, ScorerSettings
 
 __all__ = ["SCORERS", "Judgement", "MetricKind", "Scorer", "ScorerInfo", "ScorerSettings", "build_scorer",
-           "get_scorer_info"]
+           "get_scorer_info", "score_file_stem", "scorer_metric_key"]
 
 Network = Literal["offline", "optional", "required"]
 #: What a scorer's lines measure, which decides its metrics (``safemix.metrics``): ``refusal`` (labels
@@ -52,10 +52,11 @@ class ScorerInfo:
         """The metric kind of the lines written with ``template`` (None: the scorer has no template)."""
         return self.template_kinds.get(template, self.kind) if template else self.kind
 
-    def scorer_class(self) -> Any:
+    def scorer_class(self) -> ScorerClass:
         """Import and return the scorer class (``module:Class``)."""
         module, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        scorer_class: ScorerClass = getattr(importlib.import_module(module), attr)
+        return scorer_class
 
 
 SCORERS: dict[str, ScorerInfo] = {
@@ -81,6 +82,18 @@ SCORERS: dict[str, ScorerInfo] = {
 }
 
 
+def score_file_stem(scorer: str, template: str | None) -> str:
+    """The name of a scorer's score file in a run, without ``.jsonl``: the scorer, plus its template for a scorer
+    with templates (``refusal-judge``, ``llm-judge-xstest``); one file per template."""
+    return f"{scorer}-{template}" if template else scorer
+
+
+def scorer_metric_key(scorer: str, template: str | None) -> str:
+    """How metrics, the report and ``summary.csv`` name a scorer's lines: the scorer, plus ``/TEMPLATE`` for a
+    scorer with templates (``refusal-judge``, ``llm-judge/xstest``)."""
+    return f"{scorer}/{template}" if template else scorer
+
+
 def get_scorer_info(name: str) -> ScorerInfo:
     """Look up a scorer by name; an unknown name is an input error that suggests close ones."""
     if name in SCORERS:
@@ -100,7 +113,5 @@ def build_scorer(name: str, settings: Mapping[str, Any] | None = None) -> Scorer
     try:
         validated = cls.settings_model.model_validate(dict(settings or {}))
     except ValidationError as err:
-        problem = err.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "settings"
-        raise InputError(f"scorer {name!r}: setting {where}: {problem['msg'].removeprefix('Value error, ')}") from None
+        raise InputError(f"scorer {name!r}: {setting_problem(err)}") from None
     return cls(validated)

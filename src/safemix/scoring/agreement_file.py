@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from safemix.errors import input_error
+from safemix.errors import first_problem, input_error
 
 #: Where the measurement ships; absent until it has been measured.
 AGREEMENT_FILE = Path(__file__).parent / "heads" / "refusal-scorers-agreement.json"
@@ -63,7 +63,4 @@ def read_agreement_file(path: Path | None = None) -> AgreementFile | None:
     try:
         return AgreementFile.model_validate_json(path.read_text(encoding="utf-8"))
     except ValidationError as err:
-        problem = err.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        message = problem["msg"].removeprefix("Value error, ")
-        raise input_error(path, f"{where}: {message}" if where else message) from None
+        raise input_error(path, first_problem(err)) from None

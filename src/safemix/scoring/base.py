@@ -47,6 +47,40 @@ class ScorerSettings(BaseModel):
     runtime_only: ClassVar[set[str]] = set()
 
 
+class CacheKeySettings(Protocol):
+    """Settings that say which of them change a judgement."""
+
+    def cache_fields(self) -> dict[str, Any]:
+        """The settings that change a judgement."""
+        ...
+
+
+class IdentifiedJudge(Protocol):
+    """What decides a judge's judgements, from which its cache key and manifest entries are built: every
+    :class:`Scorer`, and the win-rate judge."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def settings(self) -> CacheKeySettings: ...
+    @property
+    def fingerprint(self) -> dict[str, str]: ...
+
+
+class ScorerClass(Protocol):
+    """A scorer class as the registry names it: its version, its settings model, and a constructor taking
+    validated settings."""
+
+    version: str
+    settings_model: type[ScorerSettings]
+
+    def __call__(self, settings: Any) -> Scorer:
+        """Build the scorer (models and keys are checked here, not at import)."""
+        ...
+
+
 class Scorer(Protocol):
     """Judges responses to prompts. Implementations live in ``safemix.scoring.*`` and are named in the registry."""
 

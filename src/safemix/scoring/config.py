@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from safemix.errors import InputError
+from safemix.errors import InputError, first_problem
 
 
 class ScorerEntry(BaseModel):
@@ -29,9 +29,7 @@ class ScorerEntry(BaseModel):
         try:
             cls.settings_model.model_validate(self.settings)
         except ValidationError as err:
-            problem = err.errors()[0]
-            where = ".".join(str(part) for part in problem["loc"])
-            raise ValueError(f"settings.{where}: {problem['msg']}") from None
+            raise ValueError(first_problem(err, within="settings")) from None
         return self
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from safemix.errors import InputError
-from safemix.files import sha256_file, sha256_text
+from safemix.files import sha256_text
+from safemix.models.resolve import model_fingerprint
 from safemix.scoring.cache import KeyValueStore
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,6 @@ def encoder_dir(explicit: str | Path | None = None) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-def encoder_fingerprint(model_dir: Path) -> str:
-    """sha256 of the encoder's weights file: a head is only valid on the embeddings it was trained on."""
-    weights = model_dir / "model.safetensors"
-    if not weights.is_file():
-        raise InputError(f"{model_dir}: no model.safetensors in the refusal-judge encoder directory")
-    return sha256_file(weights)
-
-
 class SentenceEncoder:
     """all-MiniLM-L6-v2 as sentence-transformers runs it: first 256 tokens, mean over tokens, unit length."""
 
@@ -58,7 +51,7 @@ class SentenceEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         self.model_dir = model_dir
-        self.fingerprint = encoder_fingerprint(model_dir)
+        self.fingerprint = model_fingerprint(model_dir, "weights-sha256")
         self.batch_size = batch_size
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)

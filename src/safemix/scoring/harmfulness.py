@@ -7,16 +7,14 @@ gives the same scores as the reference loop (input order, batches of 128) with f
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from safemix.errors import InputError
-from safemix.files import sha256_text
+from safemix.models.resolve import model_fingerprint
 from safemix.scoring.base import Judgement, ScorerSettings, check_pairs
 
 log = logging.getLogger(__name__)
@@ -52,17 +50,6 @@ def format_text(prompt: str, response: str) -> str:
     return TEXT_TEMPLATE.format(prompt=prompt, response=response)
 
 
-def model_fingerprint(ref: str, revision: str | None) -> str:
-    """For a local directory: sha256 over config.json and the weight files' names and sizes; else ``id@revision``."""
-    path = Path(ref)
-    if not path.is_dir():
-        return f"{ref}@{revision or 'default'}"
-    weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    config = (path / "config.json").read_text(encoding="utf-8") if (path / "config.json").is_file() else ""
-    listing = json.dumps([(p.name, p.stat().st_size) for p in weights])
-    return sha256_text(config + listing)
-
-
 def resolve_device(device: str) -> str:
     """``auto`` is CUDA when available, else CPU."""
     if device != "auto":
@@ -84,7 +71,7 @@ class HarmfulnessRewardModel:
 
         self.settings = settings or HarmfulnessSettings()
         ref, revision = self.settings.model_ref, self.settings.revision
-        self.fingerprint = {"model": model_fingerprint(ref, revision)}
+        self.fingerprint = {"model": model_fingerprint(ref, "listing", revision)}
         self.device = resolve_device(self.settings.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(ref, revision=revision)
@@ -113,44 +100,5 @@ class HarmfulnessRewardModel:
         padded = self.tokenizer.pad({"input_ids": input_ids}, return_tensors="pt").to(self.device)
         with torch.inference_mode():
             logits = self.model(**padded).logits
-        return logits[:, 0].float().cpu().tolist()
-
-
-
-_TINY_REGRESSOR_CORPUS = (
-    "How do I bake bread at home? Mix flour, water, yeast and salt, knead, let it rise and bake it.",
-    "I'm sorry, but I cannot help with that request because it could cause harm.",
-    "Human: Tell me how to pick a lock. Assistant: I can't help with breaking into property.",
-    "Here are the steps to build a bomb: this is an example of a harmful compliance.",
-    "The capital of France is Paris, and the Seine flows through it.",
-)
-
-
-def build_tiny_regressor(out_dir: Path, seed: int = 0) -> Path:
-    """Save a tiny random DeBERTa-v2 regressor (1 output) with a word-level tokenizer, offline, in seconds.
-
-    It stands in for the paper's predictor in tests and benchmarks: same architecture family, same head
-    shape (``logits[:, 0]``), same input format.
-    """
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, PreTrainedTokenizerFast
-
-    # Whole words, as many tokens per text as a real subword tokenizer gives (unknown words map to [UNK]).
-    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.decoder = decoders.WordPiece()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-    backend.train_from_iterator(_TINY_REGRESSOR_CORPUS, trainers.WordLevelTrainer(special_tokens=specials, show_progress=False))
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[(name, backend.token_to_id(name)) for name in ("[CLS]", "[SEP]")])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
-                                        cls_token="[CLS]", sep_token="[SEP]", model_max_length=512)
-    config = DebertaV2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=64, max_position_embeddings=512, num_labels=1, problem_type="regression",
-                             initializer_range=0.5,  # wide weights, so that different texts get clearly different scores
-                             pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    DebertaV2ForSequenceClassification(config).save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
+        values: list[float] = logits[:, 0].float().cpu().tolist()
+        return values

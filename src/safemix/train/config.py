@@ -7,11 +7,10 @@ q_proj and v_proj; learning rate 3e-4; an effective batch of 128 made of micro-b
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from safemix.prompts import TemplateName
 
@@ -71,51 +70,3 @@ class TrainConfig(BaseModel):
         if self.load_in_4bit and self.load_in_8bit:
             raise ValueError("load_in_4bit and load_in_8bit: choose one")
         return self
-
-
-class _TrainSection(BaseModel):
-    """The ``train`` section alone, so that errors carry the same dotted paths as in an experiment file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    train: TrainConfig
-
-
-def load_train_config(
-    config_file: Path | None, flags: Mapping[str, Any], overrides: Sequence[str] = ()
-) -> TrainConfig:
-    """Build the train settings from an experiment YAML (its ``train`` section), flags and ``--set`` overrides.
-
-    Precedence: ``--set`` over flags over the file. Without a file, the flags and ``--set train.*`` keys alone
-    make the settings. ``train.seed`` defaults to the experiment's ``seed``.
-
-    Args:
-        config_file: an experiment YAML, or None.
-        flags: dotted ``train.*`` keys from command-line flags; None values are left out.
-        overrides: ``--set key=value`` strings.
-
-    Raises:
-        ConfigError: the settings do not validate (every problem with its dotted path).
-        InputError: the file has no ``train`` section, or no train/val file is given.
-    """
-    # safemix.config imports this module for ExperimentConfig.train, so import it here, not at the top.
-    from safemix.config import ConfigError, command_line_config, format_validation_error, validate_config
-    from safemix.errors import InputError
-
-    raw = command_line_config(config_file, flags, overrides)
-    source = str(config_file) if config_file else "command line"
-    if "seed" in raw and isinstance(raw.get("train"), dict):
-        raw["train"].setdefault("seed", raw["seed"])
-    if config_file:
-        train = validate_config(raw, source).train
-    else:
-        try:
-            train = _TrainSection.model_validate({"train": raw.get("train") or {}}).train
-        except ValidationError as err:
-            raise ConfigError(source, format_validation_error(err)) from None
-    if train is None:
-        raise InputError(f"{source}: no 'train' section (give --base-model, --train and --val, or add one)")
-    for key, flag in (("train_file", "--train"), ("val_file", "--val")):
-        if getattr(train, key) is None:
-            raise InputError(f"{source}: train.{key} is not set (give {flag} FILE)")
-    return train

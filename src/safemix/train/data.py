@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from safemix.data.readers import read_rows
-from safemix.errors import input_error
+from safemix.errors import first_problem, input_error
 from safemix.prompts import PromptTemplate
 from safemix.records import Example
 
@@ -38,9 +38,7 @@ def read_examples(path: Path) -> list[Example]:
         try:
             examples.append(Example.model_validate(dict(row.values)))
         except ValidationError as err:
-            problem = err.errors()[0]
-            field = ".".join(str(part) for part in problem["loc"]) or "(record)"
-            raise input_error(path, f"not a mixture record: field {field!r}: {problem['msg']}", row.where) from None
+            raise input_error(path, f"not a mixture record: {first_problem(err)}", row.where) from None
     return examples
 
 

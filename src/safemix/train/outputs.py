@@ -9,13 +9,12 @@ import yaml
 
 import safemix
 from safemix.files import atomic_writer, write_json_atomic, write_text_atomic
+from safemix.run_files import DIRECTORY_MANIFEST, TRAIN_LOG, TrainManifest, write_manifest
 from safemix.train.checkpoint import TrainerState
 from safemix.versions import package_versions
 
-TRAIN_LOG = "train_log.json"
 LOSS_PLOT = "loss.png"
 CONFIG_FILE = "train_config.yaml"
-MANIFEST = "manifest.json"
 
 
 def train_log(state: TrainerState, facts: dict[str, Any]) -> dict[str, Any]:
@@ -72,16 +71,13 @@ def write_run_files(
     header = f"# resolved safemix train config, run hash {state.run_hash}\n"
     write_text_atomic(out_dir / CONFIG_FILE, header + yaml.safe_dump({"train": resolved_config}, sort_keys=False))
     write_loss_plot(out_dir / LOSS_PLOT, state, f"{resolved_config['base_model']} on {Path(str(resolved_config['train_file'])).name}")
-    write_json_atomic(
-        out_dir / MANIFEST,
-        {
-            "safemix_version": safemix.__version__,
-            "run_hash": state.run_hash,
-            "settings": resolved_config,
-            "inputs": inputs,
-            "outputs": {"adapter": "adapter/", "log": TRAIN_LOG, "plot": LOSS_PLOT, "config": CONFIG_FILE},
-            "versions": package_versions(("torch", "transformers", "peft", "accelerate")),
-            "environment": environment,
-        },
-    )
+    write_manifest(out_dir / DIRECTORY_MANIFEST, TrainManifest(
+        safemix_version=safemix.__version__,
+        run_hash=state.run_hash,
+        settings=resolved_config,
+        inputs=inputs,
+        outputs={"adapter": "adapter/", "log": TRAIN_LOG, "plot": LOSS_PLOT, "config": CONFIG_FILE},
+        versions=package_versions(("torch", "transformers", "peft", "accelerate")),
+        environment=environment,
+    ))
     write_json_atomic(out_dir / TRAIN_LOG, train_log(state, facts))

@@ -24,10 +24,11 @@ from safemix.files import canonical_json, sha256_file, sha256_text, write_dir_at
 from safemix.models.adapters import AdapterInfo
 from safemix.models.dtypes import Dtype, check_device_options, resolve_dtype
 from safemix.models.loading import load_base_model, load_tokenizer
-from safemix.models.resolve import base_model_fingerprint, resolve_model
+from safemix.models.resolve import model_fingerprint, resolve_model
 from safemix.progress import progress_bar
 from safemix.prompts import get_template
 from safemix.records import Example
+from safemix.run_files import TRAIN_LOG
 from safemix.train.checkpoint import (
     ADAPTER_SUBDIR,
     CHECKPOINTS_DIR,
@@ -50,7 +51,7 @@ from safemix.train.data import (
     padded_tokens,
     read_examples,
 )
-from safemix.train.outputs import TRAIN_LOG, train_log, write_run_files
+from safemix.train.outputs import train_log, write_run_files
 from safemix.versions import compute_environment
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
     micro_batches_per_step = _micro_batches_per_step(config, processes.num_processes)
     with processes.main_process_first():  # a built-in model is prepared once, not once per process
         resolved = resolve_model(config.base_model)
-    fingerprint = base_model_fingerprint(resolved)
+    fingerprint = model_fingerprint(resolved)
     run_hash = _run_hash(config, train_file, val_file, fingerprint)
     finished = _finished_run(out_dir, run_hash)
     if finished is not None:
@@ -204,7 +205,7 @@ def train_status(config: TrainConfig, out_dir: Path) -> TrainStatus:
     if not out_dir.exists():
         return "absent"
     train_file, val_file = _input_files(config)
-    run_hash = _run_hash(config, train_file, val_file, base_model_fingerprint(resolve_model(config.base_model)))
+    run_hash = _run_hash(config, train_file, val_file, model_fingerprint(resolve_model(config.base_model)))
     try:
         finished = _finished_run(out_dir, run_hash)
     except InputError:
@@ -405,7 +406,8 @@ def evaluate(model: Any, accelerator: Any, val_set: list[Encoded], micro_batch_s
             totals[1] += weight * sum(e.n_loss_tokens for e in examples)
     model.train()
     totals = accelerator.reduce(totals, reduction="sum")
-    return (totals[0] / totals[1]).item()
+    mean_loss: float = (totals[0] / totals[1]).item()
+    return mean_loss
 
 
 def _adapter_info(config: TrainConfig, fingerprint: str, step: int, val_loss: float) -> AdapterInfo:

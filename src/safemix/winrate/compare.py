@@ -2,8 +2,8 @@
 
 Read top to bottom, a comparison: reads both answer files and pairs them by prompt id (the ids and prompts must
 match); decides for each item which answer the judge sees first, from a sha256 of the seed and the prompt id
-(deterministic, about half each way, recorded per item); judges the pairs through the scoring cache, so a rerun
-calls the judge only for what is missing; turns each verdict into model A's score (win 1, tie 0.5, loss 0,
+(deterministic, about half each way, recorded per item); judges the pairs through the scoring cache (committed
+every CHUNK_SIZE verdicts), so a rerun calls the judge only for what is missing; turns each verdict into model A's score (win 1, tie 0.5, loss 0,
 unscored when the reply does not parse); and writes one line per item plus a manifest.
 
 The win rate is (wins + 0.5 * ties) / n over the n scored items, with a 95% Wilson score interval computed with
@@ -16,21 +16,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
 import safemix
-from safemix.errors import input_error
-from safemix.files import canonical_json, sha256_file, write_json_atomic, write_jsonl_atomic
+from safemix.errors import InputError, input_error
+from safemix.files import canonical_json, sha256_file, write_jsonl_atomic
+from safemix.generate.base import chunks
 from safemix.generate.output import read_generations
 from safemix.metrics import wilson_interval
+from safemix.progress import progress_bar
 from safemix.records import Generation
+from safemix.run_files import (
+    WinrateCounts,
+    WinrateEstimate,
+    WinrateManifest,
+    read_manifest,
+    sidecar_manifest,
+    write_manifest,
+)
 from safemix.scoring.base import Judgement
-from safemix.scoring.inputs import ScoreInput
-from safemix.scoring.run import ScoreCache, manifest_path, score_items, scorer_identity
+from safemix.scoring.run import ScoreCache, scorer_identity
 from safemix.versions import package_versions
-from safemix.winrate.judge import PairwiseJudge, encode_pair
+from safemix.winrate.judge import AnswerPair, PairwiseJudge
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +79,7 @@ class WinRate:
         if not self.n_scored:
             return None, None, None
         points = self.wins + 0.5 * self.ties
-        low, high = wilson_interval(points, self.n_scored)  # type: ignore[arg-type]  # fractional successes: see module doc
+        low, high = wilson_interval(points, self.n_scored)  # fractional successes: see the module doc
         return points / self.n_scored, low, high
 
     @classmethod
@@ -128,10 +137,34 @@ def judge_pairs(judge: PairwiseJudge, pairs: list[tuple[Generation, Generation]]
                 cache: ScoreCache | None) -> list[dict[str, Any]]:
     """Judge every pair (cached verdicts are reused); one result line per pair, in order."""
     firsts = [a_shown_first(seed, a.id) for a, _ in pairs]
-    items = [ScoreInput(a.id, a.prompt, encode_pair(*((a.response, b.response) if first else (b.response, a.response))))
+    shown = [AnswerPair(a.prompt, a.response, b.response) if first else AnswerPair(a.prompt, b.response, a.response)
              for (a, b), first in zip(pairs, firsts)]
-    judgements = score_items(judge, items, cache=cache, chunk_size=CHUNK_SIZE)
+    judgements = judge_cached(judge, shown, cache)
     return [_result_line(a, first, judgement) for (a, _), first, judgement in zip(pairs, firsts, judgements)]
+
+
+def judge_cached(judge: PairwiseJudge, pairs: list[AnswerPair], cache: ScoreCache | None) -> list[Judgement]:
+    """A judgement per pair, in order: cached verdicts are reused, identical pairs judged once, and the rest judged
+    longest first in chunks of :data:`CHUNK_SIZE`, each committed to ``cache`` as soon as it is judged."""
+    keys = [_cache_key(cache, pair) if cache else canonical_json(astuple(pair)) for pair in pairs]
+    judged = cache.lookup(keys) if cache else {}
+    pending = {key: pair for key, pair in zip(keys, pairs) if key not in judged}
+    order = sorted(pending, key=lambda key: sum(map(len, astuple(pending[key]))), reverse=True)
+    log.info("%s: %d items, %d already judged, %d to judge", judge.name, len(pairs), len(pairs) - len(pending), len(pending))
+    with progress_bar(len(order), judge.name, "item") as bar:
+        for chunk in chunks(order, CHUNK_SIZE):
+            fresh = dict(zip(chunk, judge.judge([pending[key] for key in chunk]), strict=True))
+            if cache:
+                cache.put_many(fresh)
+            judged.update(fresh)
+            bar.update(len(chunk))
+    return [judged[key] for key in keys]
+
+
+def _cache_key(cache: ScoreCache, pair: AnswerPair) -> str:
+    """The pair's key in the scoring cache: the instruction, and the two answers in order as a JSON list (the form
+    verdicts have always been cached under, so earlier verdicts stay valid)."""
+    return cache.text_key(pair.instruction, json.dumps([pair.answer_a, pair.answer_b], ensure_ascii=False))
 
 
 def _result_line(a: Generation, first: bool, judgement: Judgement) -> dict[str, Any]:
@@ -148,17 +181,16 @@ def comparison_identity(judge: PairwiseJudge, a: Answers, b: Answers, seed: int)
             "inputs_sha256": {"model_a": sha256_file(a.file), "reference": sha256_file(b.file)}}
 
 
-def up_to_date(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+def up_to_date(out: Path, identity: dict[str, Any]) -> WinrateManifest | None:
     """The manifest of ``out`` when it was written with exactly this identity (so it can be kept), else None."""
-    path = manifest_path(out)
+    path = sidecar_manifest(out)
     if not (out.is_file() and path.is_file()):
         return None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        manifest = read_manifest(path, WinrateManifest)
+    except InputError:
         return None
-    same = isinstance(manifest, dict) and canonical_json(manifest.get("identity")) == canonical_json(identity)
-    return manifest if same else None
+    return manifest if canonical_json(manifest.identity) == canonical_json(identity) else None
 
 
 def compare(a: Answers, b: Answers, out: Path, judge: PairwiseJudge, *, seed: int = 0,
@@ -189,19 +221,19 @@ def compare(a: Answers, b: Answers, out: Path, judge: PairwiseJudge, *, seed: in
     record = WinRate.from_values([line["value"] for line in lines])
     estimate, low, high = record.interval()
     write_jsonl_atomic(out, lines)
-    manifest = {
-        "safemix_version": safemix.__version__,
-        "identity": identity,
-        "files": {"model_a": str(a.file), "reference": str(b.file)},
-        "judge_runtime": judge.settings.model_dump(mode="json", include=judge.settings.runtime_only),
-        "n_a_shown_first": sum(line["a_position"] == "A" for line in lines),
-        "counts": {"items": len(lines), "wins": record.wins, "ties": record.ties, "losses": record.losses,
-                   "unscored": record.unscored},
-        "win_rate": {"estimate": estimate, "ci_low": low, "ci_high": high, "interval": INTERVAL},
-        "output": out.name,
-        "versions": package_versions(_VERSIONED_PACKAGES),
-    }
-    write_json_atomic(manifest_path(out), manifest)
+    manifest = WinrateManifest(
+        safemix_version=safemix.__version__,
+        identity=identity,
+        files={"model_a": str(a.file), "reference": str(b.file)},
+        judge_runtime=judge.settings.model_dump(mode="json", include=judge.settings.runtime_only),
+        n_a_shown_first=sum(line["a_position"] == "A" for line in lines),
+        counts=WinrateCounts(items=len(lines), wins=record.wins, ties=record.ties, losses=record.losses,
+                             unscored=record.unscored),
+        win_rate=WinrateEstimate(estimate=estimate, ci_low=low, ci_high=high, interval=INTERVAL),
+        output=out.name,
+        versions=package_versions(_VERSIONED_PACKAGES),
+    )
+    write_manifest(sidecar_manifest(out), manifest)
     log.info("%s vs %s: win rate %s over %d scored items (%d unscored)", a.name, b.name,
              "n/a" if estimate is None else f"{estimate:.3f}", record.n_scored, record.unscored)
-    return manifest
+    return manifest.to_json()

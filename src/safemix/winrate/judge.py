@@ -1,15 +1,14 @@
 """The pairwise judge: given an instruction and two answers in positions A and B, which is better (A, B or tie).
 
-The judge fits the scorer contract of :mod:`safemix.scoring`, so judgements go through the scoring stage's cache
-and chunked commits (:func:`safemix.scoring.run.score_items`): each item's ``prompt`` is the instruction and its
-``response`` is the pair of answers in the order shown, encoded by :func:`encode_pair`. A judgement's ``value`` is
-the score of position A (1 A, 0 B, 0.5 tie); a reply that does not parse is unscored, never guessed.
+Each item is an :class:`AnswerPair`: the instruction and the two answers in the order the judge sees them. A
+judgement's ``value`` is the score of position A (1 A, 0 B, 0.5 tie); a reply that does not parse is unscored,
+never guessed. The judge carries a scorer's identity (name, version, settings, fingerprint), so its verdicts are
+cached in the scoring cache (:mod:`safemix.winrate.compare`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import ClassVar
 from safemix.generate.base import Generator, chunks, make_generation
 from safemix.generate.texts import TextModel
 from safemix.records import Generation, Prompt
-from safemix.scoring.base import Judgement, check_pairs
+from safemix.scoring.base import Judgement
 from safemix.scoring.llm_judge import reply_judgement
 from safemix.scoring.templates import UnparsedReply, Verdict
 from safemix.winrate.config import JudgeConfig
@@ -83,13 +82,17 @@ class PairwiseTemplate:
 PAIRWISE_TEMPLATE = PairwiseTemplate("pairwise", "pairwise-v1", PAIRWISE_PROMPT)
 
 
-def encode_pair(answer_a: str, answer_b: str) -> str:
-    """The two answers, in the order the judge sees them, as one string (the scoring item's ``response``)."""
-    return json.dumps([answer_a, answer_b], ensure_ascii=False)
+@dataclass(frozen=True)
+class AnswerPair:
+    """One item for the pairwise judge: the instruction and the two answers, in the order the judge sees them."""
+
+    instruction: str
+    answer_a: str
+    answer_b: str
 
 
 class PairwiseJudge:
-    """Judges (instruction, encoded pair) items with :data:`PAIRWISE_TEMPLATE` on a :class:`TextModel`."""
+    """Judges :class:`AnswerPair` items with :data:`PAIRWISE_TEMPLATE` on a :class:`TextModel`."""
 
     name: ClassVar[str] = "pairwise-judge"
     version: ClassVar[str] = "1"
@@ -100,10 +103,9 @@ class PairwiseJudge:
         self.model = model
         self.fingerprint = {"template": self.template.version, "model": model.fingerprint}
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Judgement]:
-        """One judgement per item, in order; ``value`` is the score of position A."""
-        check_pairs(prompts, responses)
-        texts = [self.template.render(prompt, *json.loads(pair)) for prompt, pair in zip(prompts, responses)]
+    def judge(self, pairs: Sequence[AnswerPair]) -> list[Judgement]:
+        """One judgement per pair, in order; ``value`` is the score of position A."""
+        texts = [self.template.render(pair.instruction, pair.answer_a, pair.answer_b) for pair in pairs]
         return [reply_judgement(self.template, reply) for reply in self.model.complete(texts)]
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from safemix.errors import InputError
 from safemix.metrics import MetricRow, write_metrics
-from safemix.run_index import ModelEntry, RunIndex, read_run_index
+from safemix.run_files import ModelEntry, RunIndex, RunLayout, WinrateManifest, read_run_index
 from safemix.scoring.cache import default_cache_root
 from safemix.winrate.compare import compare, comparison_identity, read_answers, up_to_date
 from safemix.winrate.config import JudgeConfig, WinrateConfig
@@ -23,7 +22,6 @@ from safemix.winrate.judge import build_judge
 
 log = logging.getLogger(__name__)
 
-STAGE_DIR = "winrate"
 CATEGORY = "general"
 
 
@@ -35,13 +33,13 @@ def judge_label(judge: JudgeConfig) -> str:
     return local.name if local.is_dir() else judge.model
 
 
-def metric_row(manifest: dict[str, Any], model: str, suite: str, judge: str, reference: str) -> MetricRow:
+def metric_row(manifest: WinrateManifest, model: str, suite: str, judge: str, reference: str) -> MetricRow:
     """The metric row of one comparison, from its manifest."""
-    counts, rate = manifest["counts"], manifest["win_rate"]
+    counts, rate = manifest.counts, manifest.win_rate
     return MetricRow(model=model, suite=suite, category=CATEGORY, scorer=f"winrate/{judge}",
-                     metric=f"win_rate_vs_{reference}", estimate=rate["estimate"], ci_low=rate["ci_low"],
-                     ci_high=rate["ci_high"], n_scored=counts["wins"] + counts["ties"] + counts["losses"],
-                     n_unscored=counts["unscored"])
+                     metric=f"win_rate_vs_{reference}", estimate=rate.estimate, ci_low=rate.ci_low,
+                     ci_high=rate.ci_high, n_scored=counts.wins + counts.ties + counts.losses,
+                     n_unscored=counts.unscored)
 
 
 def _reference(index: RunIndex, config: WinrateConfig, run_dir: Path) -> ModelEntry:
@@ -77,22 +75,24 @@ def run_winrate_stage(config: WinrateConfig, run_dir: Path, data_dir: Path | Non
     judge = build_judge(config.judge)
     cache_dir = config.cache_dir or default_cache_root()
     label = judge_label(config.judge)
+    layout = RunLayout(run_dir)
     rows = []
     try:
         for entry in index.models:
             if entry.label == reference.label:
                 continue
             for suite in config.suites:
-                a = read_answers(run_dir / entry.generations_dir / f"{suite}.jsonl", entry.label)
-                b = read_answers(run_dir / reference.generations_dir / f"{suite}.jsonl", reference.label)
-                out = run_dir / STAGE_DIR / entry.slug / f"{suite}.jsonl"
+                a = read_answers(layout.generations_dir(entry) / f"{suite}.jsonl", entry.label)
+                b = read_answers(layout.generations_dir(reference) / f"{suite}.jsonl", reference.label)
+                out = layout.winrate_file(entry, suite)
                 manifest = up_to_date(out, comparison_identity(judge, a, b, config.seed))
                 if manifest is not None:
                     log.info("%s: kept (same judge, seed and answers)", out)
                 else:
-                    manifest = compare(a, b, out, judge, seed=config.seed, cache_dir=cache_dir)
+                    manifest = WinrateManifest.model_validate(
+                        compare(a, b, out, judge, seed=config.seed, cache_dir=cache_dir))
                 rows.append(metric_row(manifest, entry.label, suite, label, reference.label))
     finally:
         judge.model.close()
-    write_metrics(rows, run_dir / STAGE_DIR)
+    write_metrics(rows, layout.winrate_dir())
     return rows

@@ -6,7 +6,6 @@ through :func:`safemix.report.runs.load_runs` and each comparison's manifest for
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,7 @@ from safemix.report import plots
 from safemix.report.content import NO_VALUE, metric_table
 from safemix.report.runs import Row, load_runs
 from safemix.report.sections import Section, Table
-
-WINRATE_DIR = "winrate"
+from safemix.run_files import WINRATE_DIR, RunLayout, WinrateManifest, read_manifest_if_present, sidecar_manifest
 
 
 def winrate_section(run_dirs: list[Path]) -> Section | None:
@@ -48,8 +46,10 @@ def winrate_section(run_dirs: list[Path]) -> Section | None:
 
 
 def _manifest(row: Row) -> dict[str, Any]:
-    path = row.model.run.run_dir / WINRATE_DIR / row.model.entry.slug / f"{row.metric.suite}.manifest.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    """The comparison's manifest as JSON (empty when it is missing)."""
+    out = RunLayout(row.model.run.run_dir).winrate_file(row.model.entry, row.metric.suite)
+    manifest = read_manifest_if_present(sidecar_manifest(out), WinrateManifest)
+    return manifest.to_json() if manifest is not None else {}
 
 
 def _record(row: Row) -> list[str]:
