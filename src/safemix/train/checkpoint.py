@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safemix.files import write_json_atomic
+from safemix.files import write_json_atomic, write_text_atomic
 from safemix.models.adapters import AdapterInfo, write_adapter_info
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
 ADAPTER_SUBDIR = "adapter"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass
@@ -100,7 +101,21 @@ def save_adapter(accelerator: Any, model: Any, adapter_dir: Path, info: AdapterI
     state_dict = accelerator.get_state_dict(model)  # gathers shards under DeepSpeed ZeRO-3 and FSDP
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(adapter_dir, state_dict=state_dict)
+        sort_target_modules(adapter_dir)
         write_adapter_info(adapter_dir, info)
+
+
+def sort_target_modules(adapter_dir: Path) -> None:
+    """Rewrite ``adapter_config.json`` with its ``target_modules`` sorted.
+
+    PEFT keeps them as a set and writes them in the interpreter's string-hash order, which changes from one
+    process to the next: sorted, the same training writes the same bytes.
+    """
+    path = adapter_dir / ADAPTER_CONFIG
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True))
 
 
 def save_checkpoint(accelerator: Any, model: Any, state: TrainerState, out_dir: Path, info: AdapterInfo) -> Path:
