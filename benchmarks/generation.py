@@ -10,6 +10,11 @@ assumed. The last line is ``speedup=X.XX`` (time of (a) / time of (b)).
 
     python benchmarks/generation.py --model tiny [--n-prompts 50] [--batch-size 32]
     python benchmarks/generation.py --model smollm2-135m-instruct [--threads 1] [--preset greedy]
+    SAFEMIX_VLLM_PYTHON=.venv-vllm/bin/python python benchmarks/generation.py --backend vllm --model smollm2-135m-instruct
+
+With ``--backend vllm`` the baseline is (b) and the run measured is (c), the same prompts through a vLLM server
+that safemix starts (its start-up time is printed apart and not counted); the last line is then
+``speedup=X.XX`` = time of (b) / time of (c), with the share of identical answers above it.
 
 On a machine shared with other work, give ``--threads 1``: with one torch thread per core, every operation waits
 for a thread that another process has descheduled, which slows small operations (the reference's) far more
@@ -66,6 +71,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for both runs (default: torch's choice, one per core)")
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--backend", choices=("reference", "vllm"), default="reference",
+                        help="what (b) is compared with: the reference code (a), or a vLLM server (c)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,22 +85,47 @@ def main() -> None:
         print(f"model {args.model}; suite {args.suite}, {len(prompts)} prompts; {decoding.num_beams} beams, "
               f"{decoding.max_new_tokens} new tokens; safemix batch size {args.batch_size}")
 
-        start = time.perf_counter()
-        reference = reference_answers(model, tokenizer, prompts, decoding.num_beams, decoding.max_new_tokens)
-        reference_s = time.perf_counter() - start
-        print(f"(a) reference, one prompt at a time: {reference_s:.1f} s ({len(prompts) / reference_s:.2f} prompts/s)")
+        if args.backend == "reference":
+            start = time.perf_counter()
+            reference = reference_answers(model, tokenizer, prompts, decoding.num_beams, decoding.max_new_tokens)
+            reference_s = time.perf_counter() - start
+            print(f"(a) reference, one prompt at a time: {reference_s:.1f} s "
+                  f"({len(prompts) / reference_s:.2f} prompts/s)")
 
         generator = HFGenerator(model, tokenizer, get_template("alpaca"), decoding, args.batch_size)
         start = time.perf_counter()
         records = generator.generate(prompts)
         safemix_s = time.perf_counter() - start
         print(f"(b) safemix, batched and length-sorted: {safemix_s:.1f} s ({len(prompts) / safemix_s:.2f} prompts/s)")
+        del model
+        if args.backend == "vllm":
+            reference, reference_s = served_answers(model_name, prompts, decoding, Path(tmp))
 
     print("load average (1, 5, 15 min) at the end: {:.2f} {:.2f} {:.2f}; torch threads: {}".format(
         *os.getloadavg(), torch.get_num_threads()))
     same = sum(record.response == answer for record, answer in zip(records, reference, strict=True))
     print(f"agreement: {same}/{len(prompts)} answers identical ({100 * same / len(prompts):.0f}%)")
-    print(f"speedup={reference_s / safemix_s:.2f}")
+    print(f"speedup={(reference_s / safemix_s) if args.backend == 'reference' else (safemix_s / reference_s):.2f}")
+
+
+def served_answers(model_name: str, prompts: list[Prompt], decoding: Any, log_dir: Path) -> tuple[list[str], float]:
+    """(c): the prompts through a vLLM server started here (alpaca template, the same decoding); the answers and
+    the seconds they took, start-up excluded."""
+    from safemix.generate.vllm_backend import standalone_generator
+
+    config = GenerateConfig(backend="vllm", base_model=model_name)
+    start = time.perf_counter()
+    generator = standalone_generator(config, decoding, "alpaca", log_dir)
+    print(f"(c) vLLM server started in {time.perf_counter() - start:.1f} s")
+    try:
+        start = time.perf_counter()
+        records = generator.generate(prompts)
+        served_s = time.perf_counter() - start
+    finally:
+        generator.close()
+    print(f"(c) vLLM server, {config.vllm.concurrency} requests in flight: {served_s:.1f} s "
+          f"({len(prompts) / served_s:.2f} prompts/s)")
+    return [record.response for record in records], served_s
 
 
 if __name__ == "__main__":

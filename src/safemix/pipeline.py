@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safemix import scoring
 from safemix.config import ConfigError, ExperimentConfig, config_hash, write_resolved_config
@@ -44,6 +44,9 @@ from safemix.run_files import (
 from safemix.run_lock import run_lock
 from safemix.scoring.config import ScorerEntry
 from safemix.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from safemix.generate.vllm_backend import VLLMServers
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +86,24 @@ def run_experiment(
     """
     check_runnable(experiment, source)
     if dry_run:
-        return plan_tasks(experiment, plan_index(experiment, data_dir), Path(run_dir), data_dir)
+        index = plan_index(experiment, data_dir)
+        return plan_tasks(experiment, index, Path(run_dir), data_dir, vllm_servers(experiment, index, Path(run_dir)))
     with run_lock(Path(run_dir)):  # planning reads what the directory holds: no other run may change it meanwhile
         index = plan_index(experiment, data_dir)
-        tasks = plan_tasks(experiment, index, Path(run_dir), data_dir)
+        servers = vllm_servers(experiment, index, Path(run_dir))
+        tasks = plan_tasks(experiment, index, Path(run_dir), data_dir, servers)
         write_resolved_config(experiment, run_dir)
         write_run_index(run_dir, index)
-        with progress_bar(len(tasks), "safemix run", "task") as bar:
-            for task in tasks:
-                bar.set_postfix_str(f"{task.stage} {task.target}")
-                log.info("%s %s (%s)", task.stage, task.target, task.status)
-                task.action()
-                bar.update(1)
+        try:
+            with progress_bar(len(tasks), "safemix run", "task") as bar:
+                for task in tasks:
+                    bar.set_postfix_str(f"{task.stage} {task.target}")
+                    log.info("%s %s (%s)", task.stage, task.target, task.status)
+                    task.action()
+                    bar.update(1)
+        finally:
+            if servers is not None:
+                servers.close()  # also on an error or Ctrl-C: no server outlives the run
     return tasks
 
 
@@ -213,8 +222,10 @@ def score_file_stem(entry: ScorerEntry) -> str:
     return scoring.score_file_stem(entry.name, str(template) if template else None)
 
 
-def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, data_dir: Path | None) -> list[Task]:
-    """Every task of the run in execution order, with what the run directory already holds for each."""
+def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, data_dir: Path | None,
+               servers: VLLMServers | None = None) -> list[Task]:
+    """Every task of the run in execution order, with what the run directory already holds for each; with the
+    vllm backend, ``servers`` answers the generation tasks and a task after them stops it."""
     assert experiment.scoring is not None
     layout = RunLayout(run_dir)
     tasks = []
@@ -237,7 +248,10 @@ def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, dat
     for entry in index.models:
         out = layout.generations_dir(entry)
         tasks.append(Task("generate", entry.label, _generate_status(out),
-                          partial(generate_answers, generate_config(experiment, entry, run_dir), out, data_dir)))
+                          partial(generate_answers, generate_config(experiment, entry, run_dir), out, data_dir,
+                                  servers)))
+    if servers is not None:  # their memory goes back before scoring and capability load models of their own
+        tasks.append(Task("generate", "stop the vLLM servers", "pending", servers.close))
     for entry in index.models:
         for scorer in experiment.scoring.scorers:
             generations, out = layout.generations_dir(entry), score_path(run_dir, entry, scorer)
@@ -356,14 +370,31 @@ def train_model(config: TrainConfig, out: Path) -> None:
     train(config, out)
 
 
-def generate_answers(config: GenerateConfig, out: Path, data_dir: Path | None) -> None:
+def generate_answers(config: GenerateConfig, out: Path, data_dir: Path | None,
+                     servers: VLLMServers | None = None) -> None:
     """Answer every suite, resuming a killed run; answers made with other settings are replaced."""
     from safemix.generate.runner import generate_suites, stale_reason
 
     reason = stale_reason(config, out, data_dir)
     if reason:
         log.warning("%s: answers were made with other settings (%s); generating them again", out, reason)
-    generate_suites(config, out, data_dir=data_dir, overwrite=reason is not None)
+    generate_suites(config, out, data_dir=data_dir, overwrite=reason is not None, servers=servers)
+
+
+def vllm_servers(experiment: ExperimentConfig, index: RunIndex, run_dir: Path) -> VLLMServers | None:
+    """With the vllm backend, the run's servers: one per base model with every adapter of the run on that base
+    model (started when first needed, logs in ``RUN_DIR/logs``); None with any other backend."""
+    if experiment.generate is None or experiment.generate.backend != "vllm":
+        return None
+    from safemix.generate.vllm_backend import VLLMServers, served_name
+
+    layout = RunLayout(run_dir)
+    adapters: dict[str, dict[str, Path]] = {}
+    for entry in index.models:
+        adapter = layout.adapter(entry)
+        if entry.train_dir is not None and adapter is not None:
+            adapters.setdefault(entry.base_model, {})[served_name(entry.train_dir)] = adapter
+    return VLLMServers(adapters, layout.logs)
 
 
 def score_answers(scorer: ScorerEntry, generations: Path, out: Path, model: str, experiment: ExperimentConfig) -> None:

@@ -10,6 +10,7 @@ manifests through the models and functions here, so no stage spells out another 
     RUN_DIR/scores/<slug>/                  <scorer>.jsonl, <scorer>.manifest.json (ScoreManifest)
     RUN_DIR/capability/<slug>/              the capability stage's results
     RUN_DIR/winrate/<slug>/                 <suite>.jsonl, <suite>.manifest.json (WinrateManifest)
+    RUN_DIR/logs/                           logs of processes a run starts (the vLLM servers)
 
 Paths in ``run.json`` are relative to the run directory. Manifests are written as indented, key-sorted JSON
 (:func:`safemix.files.write_json_atomic`), so a model written here gives the same bytes as the dictionaries
@@ -36,6 +37,7 @@ GENERATIONS_DIR = "generations"
 SCORES_DIR = "scores"
 CAPABILITY_DIR = "capability"
 WINRATE_DIR = "winrate"
+LOGS_DIR = "logs"
 #: The manifest of a stage that writes a directory (mixtures, an adapter, a model's generations).
 DIRECTORY_MANIFEST = "manifest.json"
 #: The training log of an adapter; written last, it marks the training run complete.
@@ -150,6 +152,11 @@ class RunLayout:
     def resolved_config(self) -> Path:
         """``RUN_DIR/config.yaml``: the resolved experiment config."""
         return self.run_dir / RESOLVED_CONFIG
+
+    @property
+    def logs(self) -> Path:
+        """``RUN_DIR/logs``: logs of the processes a run starts."""
+        return self.run_dir / LOGS_DIR
 
     @property
     def metrics(self) -> Path:

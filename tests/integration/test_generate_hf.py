@@ -197,21 +197,17 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_model_dir: Path, t
         assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
 
 
-def test_the_vllm_backend_without_vllm_names_what_to_install(tiny_model_dir: Path, tmp_path: Path) -> None:
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("vllm is installed here")
+def test_the_vllm_backend_without_its_environment_says_how_to_build_it(tiny_model_dir: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAFEMIX_VLLM_PYTHON", str(tmp_path / "no-vllm" / "python"))
     prompts = write_prompt_file(tmp_path / "mine.jsonl", 2)
     result = run_cli(*generate_args(tiny_model_dir, tmp_path / "out", "--backend", "vllm", "--suite", str(prompts),
                                     "--suite-category", "general"))
     assert result.returncode == 2
-    assert result.stderr.strip() == ("safemix: error: the vllm backend needs the vllm package and a CUDA GPU: pip "
-                                     "install vllm in an environment whose torch and transformers versions vllm "
-                                     "supports, or run 'vllm serve' and use --backend openai")
-    assert not (tmp_path / "out").exists()  # a run that cannot start leaves no manifest behind
+    assert result.stderr.strip() == (f"safemix: error: generate.vllm.python: {tmp_path / 'no-vllm' / 'python'} does not "
+                                     "exist; build the vLLM environment with 'make vllm-env', set SAFEMIX_VLLM_PYTHON "
+                                     "or generate.vllm.python, or give a running server's generate.vllm.url")
+    assert not (tmp_path / "out" / "manifest.json").exists()  # a run that cannot start leaves no manifest behind
 
 
 def test_dtype_auto_is_recorded_as_the_dtype_that_ran(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -76,6 +76,26 @@ class OpenAIConfig(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0, description="time allowed for one request")
 
 
+class VLLMConfig(BaseModel):
+    """The vllm backend: a vLLM server that safemix starts from vLLM's own environment (or one already running)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    python: Path | None = Field(
+        default=None, description="the vLLM environment's python; default $SAFEMIX_VLLM_PYTHON, else .venv-vllm/bin/python")
+    url: str | None = Field(
+        default=None, description="a running server's API root (ending in /v1) serving the base model as 'base' "
+        "and each adapter under its run label; safemix then starts none")
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs the model is split over")
+    memory_share: float | None = Field(
+        default=None, gt=0, le=1, description="--gpu-memory-utilization: the share of GPU memory (CPU build: of RAM) "
+        "vLLM takes; default 0.9 on a GPU, 0.2 on the CPU")
+    max_model_len: int = Field(default=2048, gt=0, description="longest prompt plus answer, in tokens")
+    startup_timeout_s: float = Field(default=900.0, gt=0, description="how long the server may take to load")
+    concurrency: int = Field(default=16, ge=1, description="requests in flight at once")
+    extra_args: list[str] = Field(default_factory=list, description="further 'vllm serve' arguments, passed as given")
+
+
 class GenerateConfig(BaseModel):
     """The ``generate`` section: which model answers which suites, and how."""
 
@@ -96,6 +116,7 @@ class GenerateConfig(BaseModel):
     )
     device: str = "cpu"
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
 
     @field_validator("preset")
     @classmethod

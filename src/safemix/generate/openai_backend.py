@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from safemix.errors import InputError
 from safemix.generate.base import Generator, make_generation, record_prompt
@@ -48,23 +48,43 @@ def read_api_key(settings: OpenAIConfig) -> str:
     return key
 
 
-class OpenAIGenerator(Generator):
-    """Generates through the chat completions endpoint of ``settings.base_url``, one request per prompt.
+class PromptEncoder(Protocol):
+    """Turns a prompt into the model's input tokens with safemix's template, and answer tokens into text, for a
+    server that runs safemix's template rather than its own (the vllm backend)."""
 
-    The server applies its own chat template; the prompt (instruction, then input after a blank line) is the
-    single user message. Greedy decoding is sent as temperature 0 with the seed; beam search is not available.
-    :meth:`chat_reply` and :meth:`text_reply` answer one request each, for models used as tools.
+    stop_token_ids: frozenset[int]
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """The rendered prompt's token ids."""
+        ...
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """The answer text of ``token_ids`` (special tokens dropped, whitespace stripped)."""
+        ...
+
+
+class OpenAIGenerator(Generator):
+    """Generates through the endpoint of ``settings.base_url``, one request per prompt.
+
+    Without an ``encoder`` the chat completions endpoint is used: the server applies its own chat template and the
+    prompt (instruction, then input after a blank line) is the single user message. With one (a vLLM server that
+    safemix started), the completions endpoint gets the token ids safemix's template makes, so the model reads
+    exactly what the hf backend feeds it, answers stop at the same tokens, and beam search runs through vLLM's
+    ``use_beam_search``. Greedy decoding is sent as temperature 0 with the seed. :meth:`chat_reply` and
+    :meth:`text_reply` answer one request each, for models used as tools.
     """
 
-    def __init__(self, model: str, decoding: DecodingConfig, settings: OpenAIConfig) -> None:
+    def __init__(self, model: str, decoding: DecodingConfig, settings: OpenAIConfig,
+                 encoder: PromptEncoder | None = None) -> None:
         import openai  # imported here: only this backend needs it
 
-        if decoding.num_beams != 1:
+        if decoding.num_beams != 1 and encoder is None:
             raise InputError(f"decoding.num_beams: the openai backend cannot run beam search (got {decoding.num_beams}); "
-                             "use --preset greedy or --num-beams 1")
+                             "use --preset greedy or --num-beams 1, or the vllm backend")
         self.model = model
         self.decoding = decoding
         self.settings = settings
+        self.encoder = encoder
         self._openai = openai
         self._client = openai.OpenAI(api_key=read_api_key(settings), base_url=settings.base_url,
                                      timeout=settings.timeout_s, max_retries=0)
@@ -86,12 +106,37 @@ class OpenAIGenerator(Generator):
         self._client.close()
 
     def _answer(self, prompt: Prompt) -> Generation:
+        if self.encoder is not None:
+            return self._answer_from_tokens(prompt, self.encoder)
         response = self._request_with_retries(prompt)
         choice = response.choices[0]
         if response.usage is None:
             raise RuntimeError(f"{self.settings.base_url}: the server returned no token usage for {prompt.id}")
         return make_generation(prompt, choice.message.content or "", self._finish_reason(choice.finish_reason),
                                response.usage.completion_tokens)
+
+    def _answer_from_tokens(self, prompt: Prompt, encoder: PromptEncoder) -> Generation:
+        """One completions request on the prompt's token ids; the answer is cut at the first stop token, as the hf
+        backend cuts it, and decoded by the encoder."""
+        fields = self._decoding_fields()
+        extra = {**fields.pop("extra_body", {}), "return_token_ids": True,
+                 "stop_token_ids": sorted(encoder.stop_token_ids)}
+        if self.decoding.num_beams > 1:
+            fields.update(n=self.decoding.num_beams, temperature=0.0)
+            extra["use_beam_search"] = True
+        response = self._with_retries(lambda: self._client.completions.create(
+            model=self.model, prompt=encoder.encode(prompt), extra_body=extra, **fields), prompt.id)
+        if not response.choices:
+            raise RuntimeError(f"{self.settings.base_url}: the server returned no choice for {prompt.id}")
+        choice = response.choices[0]
+        token_ids = (choice.model_extra or {}).get("token_ids")
+        if token_ids is None:
+            raise RuntimeError(f"{self.settings.base_url}: the server returned no token ids for {prompt.id} "
+                               "(a vLLM server reads return_token_ids)")
+        stop = next((i for i, token in enumerate(token_ids) if token in encoder.stop_token_ids), None)
+        kept = token_ids if stop is None else token_ids[:stop]
+        stopped = stop is not None or choice.finish_reason == "stop"
+        return make_generation(prompt, encoder.decode(kept), "stop" if stopped else "length", len(kept))
 
     def chat_reply(self, messages: Sequence[dict[str, str]]) -> str:
         """The reply to chat ``messages`` (``role`` and ``content`` each), retried like every request.

@@ -35,6 +35,7 @@ from safemix.run_files import DIRECTORY_MANIFEST, GenerationManifest, Generation
 from safemix.versions import compute_environment, package_versions
 
 if TYPE_CHECKING:
+    from safemix.generate.vllm_backend import VLLMServers
     from safemix.models import Dtype
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,14 @@ log = logging.getLogger(__name__)
 SERVER_TEMPLATE = "server-chat"  # the openai backend sends a chat message; the server applies its template
 _BACKEND_PACKAGES = {
     "hf": ("torch", "transformers", "peft"),
-    "vllm": ("torch", "vllm"),
+    "vllm": ("transformers", "openai"),  # the server's own vLLM version is in its log
     "openai": ("openai",),
     "fake": (),
 }
 
 
 def generate_suites(config: GenerateConfig, out_dir: Path, *, data_dir: Path | None,
-                    overwrite: bool = False) -> dict[str, Any]:
+                    overwrite: bool = False, servers: VLLMServers | None = None) -> dict[str, Any]:
     """Answer every prompt of ``config.suites`` into ``out_dir``, resuming a previous run with the same settings.
 
     Args:
@@ -57,6 +58,7 @@ def generate_suites(config: GenerateConfig, out_dir: Path, *, data_dir: Path | N
         out_dir: output directory: ``<suite>.jsonl`` per suite and ``manifest.json``.
         data_dir: the local data mirror for built-in suites.
         overwrite: replace a previous run in ``out_dir`` even if its settings differ.
+        servers: the run's vLLM servers (vllm backend in ``safemix run``); None: a server of its own.
 
     Returns:
         The manifest written to ``out_dir/manifest.json``.
@@ -76,7 +78,7 @@ def generate_suites(config: GenerateConfig, out_dir: Path, *, data_dir: Path | N
     n_resumed = sum(len(records) for records in done.values())
     if n_resumed:
         log.info("%s: resuming with %d answers already written, %d to go", out_dir, n_resumed, n_pending)
-    generator = build_generator(config, decoding, settings["template"]) if n_pending else None
+    generator = build_generator(config, decoding, settings["template"], out_dir, servers) if n_pending else None
     manifest = _manifest(config, settings, suites, previous, pending)
     write_manifest(out_dir / DIRECTORY_MANIFEST, manifest)
     try:
@@ -182,8 +184,11 @@ def adapter_sha256(adapter_dir: Path) -> str:
     return sha256_text(canonical_json([[str(path.relative_to(adapter_dir)), sha256_file(path)] for path in files]))
 
 
-def build_generator(config: GenerateConfig, decoding: DecodingConfig, template: str) -> Generator:
-    """Construct the configured backend (heavy imports happen here, only when there is work to do)."""
+def build_generator(config: GenerateConfig, decoding: DecodingConfig, template: str, out_dir: Path | None = None,
+                    servers: VLLMServers | None = None) -> Generator:
+    """Construct the configured backend (heavy imports happen here, only when there is work to do). The vllm
+    backend answers through ``servers`` (``safemix run``) or starts a server of its own, logging into ``out_dir``
+    (default: the working directory)."""
     base_model = config.required_base_model()
     if config.backend == "fake":
         from safemix.generate.fake import FakeGenerator
@@ -194,10 +199,11 @@ def build_generator(config: GenerateConfig, decoding: DecodingConfig, template: 
 
         return OpenAIGenerator(base_model, decoding, config.openai)
     if config.backend == "vllm":
-        from safemix.generate.vllm_backend import VLLMGenerator
+        from safemix.generate.vllm_backend import standalone_generator
 
-        return VLLMGenerator.load(base_model, config.adapter, cast(TemplateName, template), decoding, config.batch_size,
-                                  dtype=_resolved_dtype(config))
+        if servers is not None:
+            return servers.generator(config, decoding, cast(TemplateName, template))
+        return standalone_generator(config, decoding, cast(TemplateName, template), out_dir or Path())
     from safemix.generate.hf_backend import HFGenerator
 
     return HFGenerator.load(base_model, config.adapter, cast(TemplateName, template), decoding, config.batch_size,
