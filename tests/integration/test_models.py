@@ -8,6 +8,7 @@ import pytest
 
 from safemix.errors import InputError
 from safemix.models import build_tiny_model, load_model_and_tokenizer, model_fingerprint, resolve_model
+from safemix.models import dtypes as model_dtypes
 from safemix.prompts import get_template
 
 
@@ -64,10 +65,13 @@ def test_hub_id_offline_and_not_cached_is_one_clear_error(monkeypatch: pytest.Mo
         load_model_and_tokenizer("nobody/no-such-model")
 
 
-def test_gpu_options_on_cpu_name_the_option(tiny_model_dir: Path) -> None:
+def test_options_the_cpu_cannot_run_name_the_option_and_the_fix(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(InputError, match="^--dtype float16 needs a CUDA device"):
         load_model_and_tokenizer(str(tiny_model_dir), dtype="float16")
-    with pytest.raises(InputError, match="^--load-in-8bit needs a CUDA device"):
+    monkeypatch.setattr(model_dtypes, "bitsandbytes_cpu_problem", lambda bits: "bitsandbytes 0.1 cannot run it")
+    with pytest.raises(InputError, match=r"^--load-in-8bit on cpu: bitsandbytes 0.1 cannot run it; install safemix\[gpu\]"):
         load_model_and_tokenizer(str(tiny_model_dir), load_in_8bit=True)
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from safemix.models import dtypes as model_dtypes
 from tests.conftest import REPO_ROOT
 from tests.integration.train_cli import SHORT_RUN, run_main, train_args
 
@@ -63,13 +64,13 @@ def test_resume_after_kill_gives_the_uninterrupted_adapter(
         ("not-a-mixture", "line 1: not a mixture record: id: Field required"),
         ("empty-val", "val.jsonl: file is empty"),
         ("fp16-on-cpu", "--dtype float16 needs a CUDA device (running on cpu)"),
-        ("4bit-on-cpu", "--load-in-4bit needs a CUDA device (running on cpu)"),
+        ("4bit-without-bitsandbytes", "--load-in-4bit on cpu: bitsandbytes is not installed; install safemix[gpu]"),
         ("bad-batch", "train.batch_size 10 must be a multiple of train.micro_batch_size 4 x 1 process(es)"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(
     case: str, expected: str, tiny_model_dir: Path, tiny_mixture: tuple[Path, Path], tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     train_file, val_file = tiny_mixture
     base, extra = str(tiny_model_dir), []
@@ -83,7 +84,8 @@ def test_bad_input_exits_2_with_one_line(
         val_file.write_text("")
     elif case == "fp16-on-cpu":
         extra = ["--dtype", "float16"]
-    elif case == "4bit-on-cpu":
+    elif case == "4bit-without-bitsandbytes":
+        monkeypatch.setattr(model_dtypes, "bitsandbytes_cpu_problem", lambda bits: "bitsandbytes is not installed")
         extra = ["--load-in-4bit"]
     elif case == "bad-batch":
         extra = ["--batch-size", "10"]

@@ -80,8 +80,9 @@ def load_model_and_tokenizer(
         adapter: an adapter directory written by ``safemix train`` (or its output dir); checked against the base.
         dtype: ``float32`` (the only choice on CPU), ``bfloat16`` or ``float16``.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        load_in_4bit: load the base in 4-bit NF4 (bitsandbytes, CUDA only).
-        load_in_8bit: load the base in 8-bit (bitsandbytes, CUDA only).
+        load_in_4bit: load the base in 4-bit NF4 (bitsandbytes; on a CPU where it passes
+            :func:`~safemix.models.dtypes.bitsandbytes_cpu_problem`).
+        load_in_8bit: load the base in 8-bit (bitsandbytes; likewise).
 
     Returns:
         ``(model, tokenizer)``; the model is a ``PeftModel`` when an adapter is given.

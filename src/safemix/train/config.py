@@ -61,8 +61,8 @@ class TrainConfig(BaseModel):
         description="float16: CUDA only; bfloat16: CUDA, or a CPU with native bfloat16 (autocast); "
         "auto: bfloat16 where native, else float32",
     )
-    load_in_4bit: bool = Field(default=False, description="QLoRA: base in 4-bit NF4 (bitsandbytes, CUDA)")
-    load_in_8bit: bool = Field(default=False, description="base in 8-bit (bitsandbytes, CUDA)")
+    load_in_4bit: bool = Field(default=False, description="QLoRA: base in 4-bit NF4 (bitsandbytes; CUDA or CPU)")
+    load_in_8bit: bool = Field(default=False, description="base in 8-bit (bitsandbytes; CUDA or CPU)")
     gradient_checkpointing: bool = Field(default=False, description="trade compute for activation memory")
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from safemix.errors import InputError, input_error
 from safemix.files import canonical_json, sha256_file, sha256_text, write_dir_atomic
 from safemix.models.adapters import AdapterInfo
-from safemix.models.dtypes import Dtype, check_device_options, resolve_dtype
+from safemix.models.dtypes import Dtype, check_device_options, keep_4bit_layers_trainable, resolve_dtype
 from safemix.models.loading import load_base_model, load_tokenizer
 from safemix.models.resolve import model_fingerprint, resolve_model
 from safemix.progress import progress_bar
@@ -287,6 +287,7 @@ def _lora_model(config: TrainConfig, resolved: Path | str, device: str, dtype: D
     )
     model.config.use_cache = False  # the KV cache only costs memory during training
     if config.load_in_4bit or config.load_in_8bit:
+        keep_4bit_layers_trainable(model)  # else validation on a CPU would switch off the gradient through them
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
