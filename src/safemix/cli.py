@@ -86,18 +86,21 @@ def run(
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<name>-<config hash>).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan: what will run, what is already done.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; warnings and errors only (for logs).")] = False,
+    executor: Annotated[str | None, typer.Option("--executor", help="local (default: one task after another) or ray.")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="ray: the cluster, 'auto' or ray://HOST:PORT (default: a local Ray instance).")] = None,
     data_dir: DataDirOption = None,
     overrides: SetOption = None,
 ) -> None:
     """Run a whole experiment: mixtures, one adapter per K, answers, scores, metrics; resumes after a crash."""
-    from safemix.config import config_hash, load_config
+    from safemix.config import command_line_config, config_hash, validate_config
     from safemix.data.catalog import default_data_dir
     from safemix.pipeline import headline_text, run_experiment
 
     started = time.monotonic()
     if quiet:
         logging.getLogger("safemix").setLevel(logging.WARNING)
-    experiment = load_config(config, overrides or [])
+    flags = {"executor.kind": executor, "executor.address": address}
+    experiment = validate_config(command_line_config(config, flags, overrides or []), str(config))
     run_dir = out or Path("runs") / f"{experiment.name}-{config_hash(experiment)}"
     root = default_data_dir(data_dir or experiment.data_dir)
     tasks = run_experiment(experiment, run_dir, data_dir=root, source=str(config), dry_run=dry_run)

@@ -21,6 +21,7 @@ from safemix.data.catalog import get_source
 from safemix.data.mixture import SafetyFormat
 from safemix.data.sources import SourceSpec
 from safemix.errors import InputError, input_error, validation_problems
+from safemix.executor import ExecutorConfig
 from safemix.files import canonical_json, sha256_text, write_text_atomic
 from safemix.generate.config import GenerateConfig, load_presets
 from safemix.prompts import TemplateName
@@ -118,6 +119,8 @@ class ExperimentConfig(BaseModel):
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="axes of 'safemix run' besides K")
     capability: CapabilityConfig | None = Field(default=None, description="lm-eval capability benchmarks (safemix capability)")
     winrate: WinrateConfig | None = Field(default=None, description="pairwise win rate against a reference model (safemix winrate)")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig,
+                                     description="where 'safemix run' executes its tasks: here, or on a Ray cluster")
 
 
 class ConfigError(InputError):
@@ -312,8 +315,11 @@ def resolved_config(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def config_hash(config: ExperimentConfig) -> str:
-    """A short, stable hash of the resolved config (names run directories; recorded in manifests)."""
-    return sha256_text(canonical_json(resolved_config(config)))[:CONFIG_HASH_CHARS]
+    """A short, stable hash of the resolved config (names run directories; recorded in manifests). The
+    ``executor`` section is left out: it decides where a run is computed, not what, so the same experiment run
+    here or on a cluster is the same run."""
+    settings = {key: value for key, value in resolved_config(config).items() if key != "executor"}
+    return sha256_text(canonical_json(settings))[:CONFIG_HASH_CHARS]
 
 
 def write_resolved_config(config: ExperimentConfig, out_dir: Path) -> str:

@@ -16,14 +16,13 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safemix import scoring
 from safemix.config import ConfigError, ExperimentConfig, config_hash, write_resolved_config
+from safemix.executor import ExecutorConfig, Task, run_local, run_on_ray
 from safemix.generate.config import GenerateConfig
 from safemix.progress import progress_bar
 from safemix.run_files import (
@@ -53,21 +52,6 @@ log = logging.getLogger(__name__)
 BASE_LABEL = "base"
 
 
-@dataclass(frozen=True)
-class Task:
-    """One unit of work of a run: a stage applied to one model (or to the whole run).
-
-    ``status`` is what the run directory holds for it when the run was planned: ``done``, ``pending``,
-    ``resume`` (half done) or ``redo`` (done with other settings or inputs). The action is idempotent: it does
-    only what is missing, so it is safe to call whatever the status.
-    """
-
-    stage: str
-    target: str
-    status: str
-    action: Callable[[], Any]
-
-
 def run_experiment(
     experiment: ExperimentConfig, run_dir: Path, *, data_dir: Path | None, source: str = "config", dry_run: bool = False
 ) -> list[Task]:
@@ -95,16 +79,28 @@ def run_experiment(
         write_resolved_config(experiment, run_dir)
         write_run_index(run_dir, index)
         try:
-            with progress_bar(len(tasks), "safemix run", "task") as bar:
-                for task in tasks:
-                    bar.set_postfix_str(f"{task.stage} {task.target}")
-                    log.info("%s %s (%s)", task.stage, task.target, task.status)
-                    task.action()
-                    bar.update(1)
+            execute(tasks, experiment.executor, RunLayout(Path(run_dir)).logs)
         finally:
             if servers is not None:
                 servers.close()  # also on an error or Ctrl-C: no server outlives the run
     return tasks
+
+
+def execute(tasks: list[Task], executor: ExecutorConfig, logs_dir: Path) -> None:
+    """Run the planned tasks with the configured executor, under one progress bar."""
+    with progress_bar(len(tasks), f"safemix run ({executor.kind})", "task") as bar:
+        def started(task: Task) -> None:
+            bar.set_postfix_str(task.key)
+            log.info("%s (%s)", task.key, task.status)
+
+        def done(task: Task) -> None:
+            bar.set_postfix_str(task.key)
+            bar.update(1)
+
+        if executor.kind == "ray":
+            run_on_ray(tasks, executor, logs_dir, done)
+        else:
+            run_local(tasks, started, done)
 
 
 def check_runnable(experiment: ExperimentConfig, source: str) -> None:
@@ -123,6 +119,11 @@ def check_runnable(experiment: ExperimentConfig, source: str) -> None:
                      for key in ("base_model", "adapter") if getattr(experiment.generate, key) is not None]
         if not experiment.generate.suites:
             problems.append("generate.suites: name at least one suite ('safemix suites' lists them)")
+    generate = experiment.generate
+    if experiment.executor.kind == "ray" and generate is not None and generate.backend == "vllm" \
+            and generate.vllm.url is None:
+        problems.append("generate.vllm.url: required with executor.kind ray (the run's tasks run in many processes; "
+                        "serve the models once and give the server's URL)")
     if experiment.scoring is not None:
         stems = [score_file_stem(entry) for entry in experiment.scoring.scorers]
         problems += [f"scoring.scorers: {stem!r} is listed twice" for stem in sorted({s for s in stems if stems.count(s) > 1})]
@@ -224,48 +225,66 @@ def score_file_stem(entry: ScorerEntry) -> str:
 
 def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, data_dir: Path | None,
                servers: VLLMServers | None = None) -> list[Task]:
-    """Every task of the run in execution order, with what the run directory already holds for each; with the
-    vllm backend, ``servers`` answers the generation tasks and a task after them stops it."""
+    """Every task of the run, each after the tasks it needs, with what the run directory already holds for it; with
+    the vllm backend, ``servers`` answers the generation tasks and a task after them stops it.
+
+    What needs what: an adapter its mixtures; a model's answers its adapter; its scores its answers; the metrics
+    every score; capability every adapter; win rate every answer; the report the metrics, capability and win rate.
+    """
     assert experiment.scoring is not None
     layout = RunLayout(run_dir)
-    tasks = []
+    tasks: list[Task] = []
+    data_keys: dict[Path, str] = {}
     for safety_format in experiment.data.formats:
         for seed in run_seeds(experiment):
             data_out = mixtures_dir(experiment, run_dir, safety_format, seed)
             tasks.append(Task("data", f"mixtures {data_out.relative_to(run_dir)}",
                               _data_status(experiment, seed, data_out),
                               partial(build_data, experiment, safety_format, seed, data_out, data_dir)))
-    trained: set[str] = set()
+            data_keys[data_out] = tasks[-1].key
+    train_keys: dict[str, str] = {}
     for entry in index.models:
-        if entry.train_dir is None or entry.train_dir in trained:
+        if entry.train_dir is None or entry.train_dir in train_keys:
             continue  # presets share one adapter
-        trained.add(entry.train_dir)
         assert entry.seed is not None
-        config = train_config(experiment, entry, mixtures_dir(experiment, run_dir, entry.format or "instruction",
-                                                              entry.seed))
-        out = run_dir / entry.train_dir
-        tasks.append(Task("train", entry.label, _train_status(config, out), partial(train_model, config, out)))
+        data_out = mixtures_dir(experiment, run_dir, entry.format or "instruction", entry.seed)
+        config, out = train_config(experiment, entry, data_out), run_dir / entry.train_dir
+        tasks.append(Task("train", entry.label, _train_status(config, out), partial(train_model, config, out),
+                          needs=(data_keys[data_out],)))
+        train_keys[entry.train_dir] = tasks[-1].key
+    generate_keys: dict[str, str] = {}
     for entry in index.models:
         out = layout.generations_dir(entry)
         tasks.append(Task("generate", entry.label, _generate_status(out),
                           partial(generate_answers, generate_config(experiment, entry, run_dir), out, data_dir,
-                                  servers)))
+                                  servers),
+                          needs=(train_keys[entry.train_dir],) if entry.train_dir is not None else ()))
+        generate_keys[entry.label] = tasks[-1].key
     if servers is not None:  # their memory goes back before scoring and capability load models of their own
-        tasks.append(Task("generate", "stop the vLLM servers", "pending", servers.close))
+        tasks.append(Task("generate", "stop the vLLM servers", "pending", servers.close,
+                          needs=tuple(generate_keys.values())))
+    score_keys = []
     for entry in index.models:
         for scorer in experiment.scoring.scorers:
             generations, out = layout.generations_dir(entry), score_path(run_dir, entry, scorer)
             tasks.append(Task("score", f"{entry.label} {score_file_stem(scorer)}",
                               _score_status(scorer, generations, out, entry.label),
-                              partial(score_answers, scorer, generations, out, entry.label, experiment)))
-    tasks.append(Task("metrics", "all models", "pending", lambda: write_run_metrics(index, run_dir)))
+                              partial(score_answers, scorer, generations, out, entry.label, experiment),
+                              needs=(generate_keys[entry.label],)))
+            score_keys.append(tasks[-1].key)
+    tasks.append(Task("metrics", "all models", "pending", partial(write_run_metrics, index, run_dir),
+                      needs=tuple(score_keys)))
+    report_needs = [tasks[-1].key]
     if experiment.capability is not None:
         tasks.append(Task("capability", "all models", "pending",
-                          lambda: run_capability(experiment, run_dir, data_dir)))
+                          partial(run_capability, experiment, run_dir, data_dir), needs=tuple(train_keys.values())))
+        report_needs.append(tasks[-1].key)
     if experiment.winrate is not None:
         tasks.append(Task("winrate", f"vs {experiment.winrate.reference}", "pending",
-                          lambda: run_winrate(experiment, run_dir, data_dir)))
-    tasks.append(Task("report", "all models", "pending", lambda: write_run_report(run_dir)))
+                          partial(run_winrate, experiment, run_dir, data_dir), needs=tuple(generate_keys.values())))
+        report_needs.append(tasks[-1].key)
+    tasks.append(Task("report", "all models", "pending", partial(write_run_report, run_dir),
+                      needs=tuple(report_needs)))
     return tasks
 
 

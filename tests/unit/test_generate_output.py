@@ -148,14 +148,16 @@ def test_other_settings_are_refused_unless_overwrite(tmp_path: Path, prompt_file
     assert json.loads((out / "manifest.json").read_text())["settings"]["decoding"]["num_beams"] == 4
 
 
-def test_a_rerun_with_another_batch_size_is_not_refused_and_the_manifest_records_it(
+def test_a_finished_rerun_with_another_batch_size_is_not_refused_and_writes_nothing(
     tmp_path: Path, prompt_files: dict[str, Path]
 ) -> None:
     # batch_size is left out of the settings a rerun must match; that it changes no answer is checked on a real
     # model in tests/integration/test_generate_hf.py
-    generate_suites(fake_config(prompt_files), tmp_path / "out", data_dir=None)
+    first = generate_suites(fake_config(prompt_files), tmp_path / "out", data_dir=None)
+    written = {path: path.stat().st_mtime_ns for path in (tmp_path / "out").iterdir()}
     manifest = generate_suites(fake_config(prompt_files, batch_size=2), tmp_path / "out", data_dir=None)
-    assert manifest["batch_size"] == 2
+    assert manifest == first and manifest["batch_size"] == 4  # the batch size the answers were made with
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "out").iterdir()} == written
 
 
 def test_changed_prompts_are_refused(tmp_path: Path, prompt_files: dict[str, Path]) -> None:

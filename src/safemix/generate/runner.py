@@ -76,6 +76,9 @@ def generate_suites(config: GenerateConfig, out_dir: Path, *, data_dir: Path | N
     pending = {suite.name: [p for p in suite.prompts if p.id not in done[suite.name]] for suite in suites}
     n_pending = sum(len(prompts) for prompts in pending.values())
     n_resumed = sum(len(records) for records in done.values())
+    if previous is not None and not n_pending and all(
+            suite.name in previous.suites and previous.suites[suite.name].complete for suite in suites):
+        return previous.to_json()  # every answer is there: nothing to write, not even the manifest
     if n_resumed:
         log.info("%s: resuming with %d answers already written, %d to go", out_dir, n_resumed, n_pending)
     generator = build_generator(config, decoding, settings["template"], out_dir, servers) if n_pending else None
