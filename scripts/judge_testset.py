@@ -29,7 +29,7 @@ from safemix.annotate.store import AlreadyJudged, Study, study_path
 from safemix.data.catalog import default_data_dir
 from safemix.data.mixture import permutation_key
 from safemix.files import write_json_atomic, write_jsonl_atomic
-from safemix.run_index import read_run_index
+from safemix.run_files import read_run_index
 from safemix.run_scores import read_run_scores
 from safemix.scoring.judge_data import prompt_key
 from safemix.scoring.judge_testset import LABEL_OF_HUMAN_REFUSAL, TestItem, reserved_prompt_keys, shipped_testset
