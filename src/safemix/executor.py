@@ -5,8 +5,10 @@ executor simply runs them in order. The Ray executor submits every task at once 
 dependencies, so independent chains (one adapter's train -> generate -> score) run side by side wherever the
 cluster has the resources the stage asks for (``executor.resources``), and nothing waits on an unrelated K.
 
-The run directory is the only state: every task reads and writes files under ``RUN_DIR`` (so every node must see
-it, at the same path), and every task is idempotent and resumable, which is what makes retries safe. A worker that
+The run directory is the only state: every task reads and writes files under ``RUN_DIR``, so every node must see it;
+a node that mounts it (or the data directory) at another path says so in ``$SAFEMIX_PATH_MAP`` (:func:`node_path`),
+and the node plans the run again there to find its task. Every task is idempotent and resumable, which is what
+makes retries safe. A worker that
 dies (``kill -9``, a lost node) is retried by Ray up to ``executor.max_retries`` times and continues where the
 files say it stopped (training from its last checkpoint); a task that raises (bad input) fails the run at once, with
 that task's own error. Ctrl-C cancels every task still queued or running. Each task's log is
@@ -16,6 +18,7 @@ graph.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -30,23 +33,29 @@ log = logging.getLogger(__name__)
 
 ExecutorKind = Literal["local", "ray"]
 STAGES = ("data", "train", "generate", "score", "metrics", "capability", "winrate", "report")
+PATH_MAP_ENV = "SAFEMIX_PATH_MAP"
 
 
 @dataclass(frozen=True)
 class Task:
     """One unit of work of a run: a stage applied to one model (or to the whole run).
 
-    ``status`` is what the run directory holds for it when the run was planned: ``done``, ``pending``,
-    ``resume`` (half done) or ``redo`` (done with other settings or inputs). The action is idempotent: it does
-    only what is missing, so it is safe to call whatever the status (and to call again after a crash). ``needs``
-    holds the keys of the tasks that must finish first.
+    ``status`` is what the run directory holds for it when it is first read (``check`` works it out, once):
+    ``done``, ``pending``, ``resume`` (half done) or ``redo`` (done with other settings or inputs). The action is
+    idempotent: it does only what is missing, so it is safe to call whatever the status (and to call again after a
+    crash). ``needs`` holds the keys of the tasks that must finish first.
     """
 
     stage: str
     target: str
-    status: str
+    check: Callable[[], str]
     action: Callable[[], Any]
     needs: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def status(self) -> str:
+        """What the run directory holds for this task (worked out when first read)."""
+        return self.check()
 
     @property
     def key(self) -> str:
@@ -97,8 +106,12 @@ def run_local(tasks: Sequence[Task], on_start: Callable[[Task], None], on_done: 
         on_done(task)
 
 
-def run_on_ray(tasks: Sequence[Task], config: ExecutorConfig, logs_dir: Path, on_done: Callable[[Task], None]) -> None:
+def run_on_ray(tasks: Sequence[Task], config: ExecutorConfig, logs_dir: Path, on_done: Callable[[Task], None],
+               on_node: Callable[[Task], Callable[[], Any]]) -> None:
     """Submit every task to Ray with its prerequisites as dependencies; return when all are done.
+
+    ``on_node(task)`` is what a node runs for ``task`` (a callable sent to it): the pipeline's plans the run again
+    where that node sees the run directory.
 
     Raises:
         the first failed task's own exception (an ``InputError`` stays one), after cancelling the rest;
@@ -115,7 +128,7 @@ def run_on_ray(tasks: Sequence[Task], config: ExecutorConfig, logs_dir: Path, on
         resources = config.resources_for(task.stage)
         ref = remote_task.options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, name=task.key,
                                   max_retries=config.max_retries, retry_exceptions=False).remote(
-            task.action, str(logs_dir / task_log_name(task)), *(refs[key] for key in task.needs))
+            on_node(task), str(logs_dir / task_log_name(task)), *(refs[key] for key in task.needs))
         refs[task.key] = ref
         by_ref[ref] = task
     pending = list(refs.values())
@@ -134,6 +147,20 @@ def run_on_ray(tasks: Sequence[Task], config: ExecutorConfig, logs_dir: Path, on
         raise
 
 
+def node_path(path: Path) -> Path:
+    """``path`` (as the driver names it) as this node sees it.
+
+    ``$SAFEMIX_PATH_MAP`` on a node holds ``DRIVER_PREFIX=NODE_PREFIX`` pairs separated by ``:``
+    (``/home/me/shared=/mnt/shared``) for the shared folders this node mounts elsewhere; the first pair whose driver
+    prefix holds ``path`` applies. Without one, the path is the same on every node.
+    """
+    for pair in filter(None, os.environ.get(PATH_MAP_ENV, "").split(os.pathsep)):
+        driver_prefix, sep, node_prefix = pair.partition("=")
+        if sep and path.is_relative_to(driver_prefix):
+            return Path(node_prefix) / path.relative_to(driver_prefix)
+    return path
+
+
 def task_log_name(task: Task) -> str:
     """``<stage>-<target>.log`` with anything but letters, digits, ``.``, ``_`` and ``-`` replaced."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", task.key) + ".log"
@@ -142,8 +169,9 @@ def task_log_name(task: Task) -> str:
 def _run_task(action: Callable[[], Any], log_path: str, *needed: Any) -> None:
     """On a Ray worker: run one task's action with the safemix log also written to ``log_path``. ``needed`` are the
     finished prerequisites' results (None), there only so that Ray waits for them."""
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_path, encoding="utf-8")
+    local_log = node_path(Path(log_path))
+    local_log.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(local_log, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("safemix")
     logger.addHandler(handler)

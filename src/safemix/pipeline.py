@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safemix import scoring
 from safemix.config import ConfigError, ExperimentConfig, config_hash, write_resolved_config
-from safemix.executor import ExecutorConfig, Task, run_local, run_on_ray
+from safemix.executor import ExecutorConfig, Task, node_path, run_local, run_on_ray
 from safemix.generate.config import GenerateConfig
 from safemix.progress import progress_bar
 from safemix.run_files import (
@@ -38,6 +39,7 @@ from safemix.run_files import (
     mixture_file_name,
     model_dirs,
     read_manifest_if_present,
+    read_run_index,
     write_run_index,
 )
 from safemix.run_lock import run_lock
@@ -78,16 +80,37 @@ def run_experiment(
         tasks = plan_tasks(experiment, index, Path(run_dir), data_dir, servers)
         write_resolved_config(experiment, run_dir)
         write_run_index(run_dir, index)
+        on_node = partial(_node_task, experiment, Path(run_dir), data_dir)
         try:
-            execute(tasks, experiment.executor, RunLayout(Path(run_dir)).logs)
+            execute(tasks, experiment.executor, RunLayout(Path(run_dir)).logs, on_node)
         finally:
             if servers is not None:
                 servers.close()  # also on an error or Ctrl-C: no server outlives the run
     return tasks
 
 
-def execute(tasks: list[Task], executor: ExecutorConfig, logs_dir: Path) -> None:
-    """Run the planned tasks with the configured executor, under one progress bar."""
+def _node_task(experiment: ExperimentConfig, run_dir: Path, data_dir: Path | None, task: Task) -> Callable[[], None]:
+    """What a cluster node runs for ``task``: :func:`run_task_on_node` with the task's key."""
+    return partial(run_task_on_node, experiment, str(run_dir), str(data_dir) if data_dir else None, task.key)
+
+
+def run_task_on_node(experiment: ExperimentConfig, run_dir: str, data_dir: str | None, key: str) -> None:
+    """On a cluster node: plan the run again where this node sees the run directory and the data directory
+    (:func:`safemix.executor.node_path`), and run the task named ``key``. Planning reads ``run.json`` and builds the
+    tasks' settings; it checks no task's status, so it costs milliseconds."""
+    local_run_dir = node_path(Path(run_dir))
+    local_data_dir = node_path(Path(data_dir)) if data_dir else None
+    log.info("run directory %s, data directory %s", local_run_dir, local_data_dir)
+    index = read_run_index(local_run_dir)
+    tasks = plan_tasks(experiment, index, local_run_dir, local_data_dir,
+                       vllm_servers(experiment, index, local_run_dir))
+    next(task for task in tasks if task.key == key).action()
+
+
+def execute(tasks: list[Task], executor: ExecutorConfig, logs_dir: Path,
+            on_node: Callable[[Task], Callable[[], Any]]) -> None:
+    """Run the planned tasks with the configured executor, under one progress bar (``on_node``: what a cluster node
+    runs for a task)."""
     with progress_bar(len(tasks), f"safemix run ({executor.kind})", "task") as bar:
         def started(task: Task) -> None:
             bar.set_postfix_str(task.key)
@@ -98,7 +121,7 @@ def execute(tasks: list[Task], executor: ExecutorConfig, logs_dir: Path) -> None
             bar.update(1)
 
         if executor.kind == "ray":
-            run_on_ray(tasks, executor, logs_dir, done)
+            run_on_ray(tasks, executor, logs_dir, done, on_node)
         else:
             run_local(tasks, started, done)
 
@@ -239,7 +262,7 @@ def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, dat
         for seed in run_seeds(experiment):
             data_out = mixtures_dir(experiment, run_dir, safety_format, seed)
             tasks.append(Task("data", f"mixtures {data_out.relative_to(run_dir)}",
-                              _data_status(experiment, seed, data_out),
+                              partial(_data_status, experiment, seed, data_out),
                               partial(build_data, experiment, safety_format, seed, data_out, data_dir)))
             data_keys[data_out] = tasks[-1].key
     train_keys: dict[str, str] = {}
@@ -249,41 +272,41 @@ def plan_tasks(experiment: ExperimentConfig, index: RunIndex, run_dir: Path, dat
         assert entry.seed is not None
         data_out = mixtures_dir(experiment, run_dir, entry.format or "instruction", entry.seed)
         config, out = train_config(experiment, entry, data_out), run_dir / entry.train_dir
-        tasks.append(Task("train", entry.label, _train_status(config, out), partial(train_model, config, out),
+        tasks.append(Task("train", entry.label, partial(_train_status, config, out), partial(train_model, config, out),
                           needs=(data_keys[data_out],)))
         train_keys[entry.train_dir] = tasks[-1].key
     generate_keys: dict[str, str] = {}
     for entry in index.models:
         out = layout.generations_dir(entry)
-        tasks.append(Task("generate", entry.label, _generate_status(out),
+        tasks.append(Task("generate", entry.label, partial(_generate_status, out),
                           partial(generate_answers, generate_config(experiment, entry, run_dir), out, data_dir,
                                   servers),
                           needs=(train_keys[entry.train_dir],) if entry.train_dir is not None else ()))
         generate_keys[entry.label] = tasks[-1].key
     if servers is not None:  # their memory goes back before scoring and capability load models of their own
-        tasks.append(Task("generate", "stop the vLLM servers", "pending", servers.close,
+        tasks.append(Task("generate", "stop the vLLM servers", _pending, servers.close,
                           needs=tuple(generate_keys.values())))
     score_keys = []
     for entry in index.models:
         for scorer in experiment.scoring.scorers:
             generations, out = layout.generations_dir(entry), score_path(run_dir, entry, scorer)
             tasks.append(Task("score", f"{entry.label} {score_file_stem(scorer)}",
-                              _score_status(scorer, generations, out, entry.label),
+                              partial(_score_status, scorer, generations, out, entry.label),
                               partial(score_answers, scorer, generations, out, entry.label, experiment),
                               needs=(generate_keys[entry.label],)))
             score_keys.append(tasks[-1].key)
-    tasks.append(Task("metrics", "all models", "pending", partial(write_run_metrics, index, run_dir),
+    tasks.append(Task("metrics", "all models", _pending, partial(write_run_metrics, index, run_dir),
                       needs=tuple(score_keys)))
     report_needs = [tasks[-1].key]
     if experiment.capability is not None:
-        tasks.append(Task("capability", "all models", "pending",
+        tasks.append(Task("capability", "all models", _pending,
                           partial(run_capability, experiment, run_dir, data_dir), needs=tuple(train_keys.values())))
         report_needs.append(tasks[-1].key)
     if experiment.winrate is not None:
-        tasks.append(Task("winrate", f"vs {experiment.winrate.reference}", "pending",
+        tasks.append(Task("winrate", f"vs {experiment.winrate.reference}", _pending,
                           partial(run_winrate, experiment, run_dir, data_dir), needs=tuple(generate_keys.values())))
         report_needs.append(tasks[-1].key)
-    tasks.append(Task("report", "all models", "pending", partial(write_run_report, run_dir),
+    tasks.append(Task("report", "all models", _pending, partial(write_run_report, run_dir),
                       needs=tuple(report_needs)))
     return tasks
 
@@ -324,6 +347,11 @@ def score_path(run_dir: Path, entry: ModelEntry, scorer: ScorerEntry) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ statuses
+
+
+def _pending() -> str:
+    """The status of a task that always runs (metrics, capability, win rate, report, stopping servers)."""
+    return "pending"
 
 
 def _data_status(experiment: ExperimentConfig, seed: int, data_out: Path) -> str:

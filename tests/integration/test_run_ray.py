@@ -41,11 +41,24 @@ def write_config(folder: Path, base_model: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """A Ray cluster of two nodes on this machine, one CPU each; yields its address."""
-    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    nodes.add_node(num_cpus=1)
-    nodes.wait_for_nodes()
+def mounts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A shared folder the driver sees as ``MOUNTS/driver`` and the cluster's nodes as ``MOUNTS/node`` (the driver's
+    name is a link to the nodes', so that this one machine can play both)."""
+    folder = tmp_path_factory.mktemp("mounts")
+    (folder / "node").mkdir()
+    (folder / "driver").symlink_to(folder / "node")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cluster(mounts: Path) -> Iterator[str]:
+    """A Ray cluster of two nodes on this machine, one CPU each, whose nodes mount ``MOUNTS/driver`` at
+    ``MOUNTS/node`` (``SAFEMIX_PATH_MAP``); yields its address."""
+    with pytest.MonkeyPatch.context() as environment:  # the nodes' processes inherit it
+        environment.setenv("SAFEMIX_PATH_MAP", f"{mounts / 'driver'}={mounts / 'node'}")
+        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        nodes.add_node(num_cpus=1)
+        nodes.wait_for_nodes()
     try:
         yield nodes.address
     finally:
@@ -151,3 +164,15 @@ def test_a_task_that_meets_bad_input_fails_the_run_once_with_its_error(cluster: 
     assert result.stderr.strip().splitlines()[-1].startswith(f"safemix: error: {general}: line 2")
     log = (tmp_path / "run" / "logs" / "data-mixtures-data.log").read_text(encoding="utf-8")
     assert log.count("task started") == 1  # an input error is not retried
+
+
+def test_nodes_that_mount_the_run_directory_elsewhere_find_their_tasks_there(
+        cluster: str, mounts: Path, sequential_run: Path, tiny_model_dir: Path) -> None:
+    driver_view = mounts / "driver" / "run"
+    config = write_config(mounts, tiny_model_dir)
+    result = run_cli("run", str(config), "--out", str(driver_view), "--quiet", "--executor", "ray",
+                     "--address", cluster)
+    assert result.returncode == 0, result.stderr
+    log = (mounts / "node" / "run" / "logs" / "train-k16.log").read_text(encoding="utf-8")
+    assert f"run directory {mounts / 'node' / 'run'}," in log  # the node planned the run at its own path
+    assert result_files(mounts / "node" / "run") == result_files(sequential_run)
