@@ -1,0 +1,94 @@
+"""Sharded loading (meta device + FSDP2) on the tiny model, in 2 gloo processes on the CPU: each process holds
+half of every weight, and two training steps give the single process's losses."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from safemix.models.loading import load_base_model
+from safemix.models.sharded import SafetensorsRows, checkpoint_name, load_sharded_lora_model, lora_initial_values
+from safemix.train.recipe import token_loss_sum
+
+SEED = 0
+STEPS = 2
+WORLD_SIZE = 2
+
+
+def lora_config() -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+
+
+def whole_batch() -> dict[str, torch.Tensor]:
+    input_ids = torch.randint(3, 600, (4, 24), generator=torch.Generator().manual_seed(SEED))
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids}
+
+
+def train_losses(model: Any, batch: dict[str, torch.Tensor], world_size: int) -> list[float]:
+    """Losses of ``STEPS`` AdamW steps, each the mean over every process's label tokens."""
+    total_tokens = 4 * 23  # every token but the last of each sequence predicts the next
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(STEPS):
+        loss_sum = token_loss_sum(model, batch)
+        (loss_sum * world_size / total_tokens).backward()  # FSDP averages the gradients over the processes
+        optimizer.step()
+        optimizer.zero_grad()
+        total = loss_sum.detach()
+        if world_size > 1:
+            dist.all_reduce(total)
+        losses.append(total.item() / total_tokens)
+    return losses
+
+
+def sharded_worker(rank: int, model_dir: Path, port: int, results: Any) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        model = load_sharded_lora_model(model_dir, lora_config(), seed=SEED)
+        held = {name: tuple(param.to_local().shape) for name, param in model.named_parameters()}
+        batch = {key: rows[rank::WORLD_SIZE] for key, rows in whole_batch().items()}
+        results.put((rank, held, train_losses(model, batch, WORLD_SIZE)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_sharded_processes_hold_half_and_match_one_process(tiny_model_dir: Path) -> None:
+    from peft import get_peft_model
+
+    model = get_peft_model(load_base_model(tiny_model_dir), lora_config())
+    with torch.no_grad():
+        for name, value in lora_initial_values(model, SEED).items():
+            model.get_parameter(name).copy_(value)
+    full_shapes = {name: tuple(param.shape) for name, param in model.named_parameters()}
+    expected = train_losses(model, whole_batch(), world_size=1)
+
+    results = mp.get_context("spawn").SimpleQueue()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(sharded_worker, args=(tiny_model_dir, port, results), nprocs=WORLD_SIZE, start_method="spawn")
+    for _ in range(WORLD_SIZE):
+        rank, held, losses = results.get()
+        assert losses == pytest.approx(expected, abs=1e-3)
+        assert held.keys() == full_shapes.keys()
+        for name, shape in full_shapes.items():  # dim 0 split in two torch.chunk pieces
+            assert held[name] == (-(-shape[0] // WORLD_SIZE) if rank == 0 else shape[0] // WORLD_SIZE, *shape[1:])
+
+
+def test_safetensors_rows_reads_a_row_range(tiny_model_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    name = "model.layers.1.self_attn.q_proj.weight"
+    full = load_file(str(tiny_model_dir / "model.safetensors"))[name]
+    assert torch.equal(SafetensorsRows(tiny_model_dir).read_rows(name, 10, 30), full[10:30])
+    assert checkpoint_name(f"base_model.model.{name.replace('q_proj.', 'q_proj.base_layer.')}") == name
