@@ -110,8 +110,8 @@ def run_on_ray(tasks: Sequence[Task], config: ExecutorConfig, logs_dir: Path, on
                on_node: Callable[[Task], Callable[[], Any]]) -> None:
     """Submit every task to Ray with its prerequisites as dependencies; return when all are done.
 
-    ``on_node(task)`` is what a node runs for ``task`` (a callable sent to it): the pipeline's plans the run again
-    where that node sees the run directory.
+    ``on_node(task)`` is the callable a node runs for ``task``; the pipeline's plans the run again where that node
+    sees the run directory, then runs the task.
 
     Raises:
         the first failed task's own exception (an ``InputError`` stays one), after cancelling the rest;
