@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from safemix.records import FinishReason, Generation, Prompt
 
@@ -29,6 +29,16 @@ class Generator(ABC):
 
     def close(self) -> None:  # noqa: B027 - a hook with a default, not an abstract method
         """Release what the backend holds (threads, GPU memory); the default holds nothing."""
+
+
+def eos_token_ids(generation_config: Any, tokenizer: Any) -> set[int]:
+    """The tokenizer's EOS and every EOS the model's generation config names (chat models often list several):
+    where an answer stops, in every backend that decodes it itself."""
+    configured = generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
 
 
 def record_prompt(prompt: Prompt) -> str:

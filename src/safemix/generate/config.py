@@ -92,6 +92,8 @@ class VLLMConfig(BaseModel):
         "vLLM takes; default 0.9 on a GPU, 0.2 on the CPU")
     max_model_len: int = Field(default=2048, gt=0, description="longest prompt plus answer, in tokens")
     startup_timeout_s: float = Field(default=900.0, gt=0, description="how long the server may take to load")
+    request_timeout_s: float = Field(
+        default=900.0, gt=0, description="how long one answer may take (beam search on a CPU takes minutes)")
     concurrency: int = Field(default=16, ge=1, description="requests in flight at once")
     extra_args: list[str] = Field(default_factory=list, description="further 'vllm serve' arguments, passed as given")
 

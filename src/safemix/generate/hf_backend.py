@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safemix.generate.base import Generator, balanced_chunks, make_generation
+from safemix.generate.base import Generator, balanced_chunks, eos_token_ids, make_generation
 from safemix.generate.config import DecodingConfig
 from safemix.models.dtypes import Dtype
 from safemix.models.loading import load_model_and_tokenizer
@@ -57,7 +57,7 @@ class HFGenerator(Generator):
         self.template = template
         self.decoding = decoding
         self.batch_size = batch_size
-        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        self.eos_token_ids = eos_token_ids(model.generation_config, tokenizer)
         self.generation_config = self._generation_config()
 
     @classmethod
@@ -147,12 +147,3 @@ class HFGenerator(Generator):
             use_cache=True,
             **(sampling if decoding.do_sample else {}),
         )
-
-
-def _eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    """The tokenizer's EOS and every EOS the model's generation config names (chat models often list several)."""
-    configured = model.generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids

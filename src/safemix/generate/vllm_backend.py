@@ -18,11 +18,12 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from safemix.generate.base import Generator
+from safemix.generate.base import Generator, eos_token_ids
 from safemix.generate.config import DecodingConfig, GenerateConfig, OpenAIConfig
 from safemix.generate.openai_backend import OpenAIGenerator
 from safemix.generate.vllm_server import BASE_NAME, ServerSpec, VLLMServer, lora_module, vllm_python
 from safemix.models.adapters import find_adapter_dir
+from safemix.models.dtypes import resolve_dtype
 from safemix.models.resolve import resolve_model
 from safemix.prompts import PromptTemplate, TemplateName, get_template
 from safemix.records import Generation, Prompt
@@ -48,8 +49,7 @@ class TemplateEncoder:
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.template: PromptTemplate = get_template(template_name, self.tokenizer)
-        self.stop_token_ids = frozenset(_eos_ids(GenerationConfig.from_pretrained(model_dir).eos_token_id)
-                                        | _eos_ids(self.tokenizer.eos_token_id))
+        self.stop_token_ids = frozenset(eos_token_ids(GenerationConfig.from_pretrained(model_dir), self.tokenizer))
 
     def encode(self, prompt: Prompt) -> list[int]:
         """The token ids of the rendered prompt."""
@@ -61,12 +61,6 @@ class TemplateEncoder:
         """The answer text, special tokens dropped and whitespace stripped."""
         text = self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
         return str(text).strip()
-
-
-def _eos_ids(value: int | list[int] | None) -> set[int]:
-    if value is None:
-        return set()
-    return {value} if isinstance(value, int) else set(value)
 
 
 def served_name(train_dir: str) -> str:
@@ -83,18 +77,12 @@ def server_spec(config: GenerateConfig, adapters: Mapping[str, Path]) -> ServerS
         python=vllm_python(settings.python),
         model=resolve_model(config.required_base_model()),
         loras=tuple(lora_module(name, find_adapter_dir(path)) for name, path in adapters.items()),
-        dtype=_server_dtype(config),
+        dtype=resolve_dtype(config.dtype, config.device),
         max_model_len=settings.max_model_len,
         memory_share=share,
         tensor_parallel_size=settings.tensor_parallel_size,
         extra_args=tuple(settings.extra_args),
     )
-
-
-def _server_dtype(config: GenerateConfig) -> str:
-    from safemix.models.dtypes import resolve_dtype
-
-    return resolve_dtype(config.dtype, config.device)
 
 
 def server_generator(config: GenerateConfig, decoding: DecodingConfig, template: TemplateName, base_url: str,
@@ -103,7 +91,7 @@ def server_generator(config: GenerateConfig, decoding: DecodingConfig, template:
     adapter's served name), tokenised with ``template``."""
     encoder = TemplateEncoder(resolve_model(config.required_base_model()), template)
     endpoint = OpenAIConfig(base_url=base_url, api_key_env="", concurrency=config.vllm.concurrency,
-                            timeout_s=max(OpenAIConfig().timeout_s, config.vllm.startup_timeout_s))
+                            timeout_s=config.vllm.request_timeout_s)
     return OpenAIGenerator(model, decoding, endpoint, encoder=encoder)
 
 
