@@ -10,7 +10,7 @@ v_proj trains two steps of one batch on the CPU, three ways, each in fresh proce
     each weight (``safemix.models.sharded.load_sharded_lora_model``).
 
 All three start from the same LoRA weights (``lora_initial_values``), no dropout. It prints each process's peak
-RSS (``ru_maxrss``), both steps' losses of each run and their largest difference from (1) (target <= 1e-3), and
+RSS (``VmHWM``), both steps' losses of each run and their largest difference from (1) (target <= 1e-3), and
 last the ratio of the largest sharded peak to the largest whole-model peak (target <= 0.6):
 
     python benchmarks/sharded_memory.py [--hidden-size 2048] [--layers 24] [--seq-len 32] [--work DIR]
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import socket
 import tempfile
 from pathlib import Path
@@ -108,10 +107,21 @@ def worker(rank: int, mode: str, world_size: int, port: int, args: argparse.Name
         total_tokens = args.batch_size * (args.seq_len - 1)
         batch = batch_for(rank, world_size, args.batch_size, args.seq_len, model.config.vocab_size)
         losses = train_steps(model, batch, total_tokens, world_size)
-        peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        results.put((mode, rank, peak_gib, losses))
+        results.put((mode, rank, peak_rss_gib(), losses))
     finally:
         dist.destroy_process_group()
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident set size (``VmHWM``) in GiB.
+
+    Not ``ru_maxrss``: a spawned process starts with its parent's peak there (Linux copies it at ``exec``), so
+    every run would read at least what the parent held, e.g. 4 GiB after it built the model.
+    """
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def run(mode: str, world_size: int, args: argparse.Namespace) -> list[tuple[int, float, list[float]]]:
@@ -148,10 +158,11 @@ def main() -> None:
         n_params = (model_dir / "model.safetensors").stat().st_size / 4e9
         print(f"random Llama hidden {args.hidden_size}, {args.layers} layers: {n_params:.2f}B parameters (float32)")
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
-        # FSDP gathers each layer's weights for its forward pass and frees them after. glibc serves such blocks
-        # (up to 32 MB) from its heap and keeps them when freed, so a process grows by a few layers' worth above
-        # its shard (measured at 0.9B: 3.8 GiB peak instead of 3.0 GiB). A fixed mmap threshold returns them at once.
-        os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**20))
+        # glibc keeps a freed block below its mmap threshold in its heap, and raises the threshold (up to 32 MiB) to
+        # the size of each mapped block freed, so the gathered weights (16-34 MB a unit) and the activations of the
+        # backward pass (0.5 MiB a tensor) would stay resident after use. A fixed threshold at glibc's initial
+        # 128 KiB maps every larger block and unmaps it when freed (at 1 MiB the sharded peak was 2.65 GiB, not 2.38).
+        os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**17))
 
         runs = {"single": run("single", 1, args), "whole": run("whole", 2, args), "sharded": run("sharded", 2, args)}
         reference = runs["single"][0][2]

@@ -1,8 +1,11 @@
 """Sharded loading (meta device + FSDP2) on the tiny model, in 2 gloo processes on the CPU: each process holds
-half of every weight, and two training steps give the single process's losses."""
+half of every weight, in units of one frozen weight matrix, and two training steps give the single process's
+losses, with separate or tied embeddings."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.distributed.fsdp import FSDPModule
 
 from safemix.models.loading import load_base_model
 from safemix.models.sharded import SafetensorsRows, checkpoint_name, load_sharded_lora_model, lora_initial_values
@@ -55,17 +59,35 @@ def sharded_worker(rank: int, model_dir: Path, port: int, results: Any) -> None:
     try:
         model = load_sharded_lora_model(model_dir, lora_config(), seed=SEED)
         held = {name: tuple(param.to_local().shape) for name, param in model.named_parameters()}
+        units = {name for name, module in model.named_modules() if isinstance(module, FSDPModule)}
         batch = {key: rows[rank::WORLD_SIZE] for key, rows in whole_batch().items()}
-        results.put((rank, held, train_losses(model, batch, WORLD_SIZE)))
+        results.put((rank, held, units, train_losses(model, batch, WORLD_SIZE)))
     finally:
         dist.destroy_process_group()
 
 
+def tied_copy(model_dir: Path, out: Path) -> Path:
+    """A copy of ``model_dir`` whose output embedding is its input embedding (``tie_word_embeddings``)."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model_dir, out)
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    (out / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": True}), encoding="utf-8")
+    weights = load_file(str(out / "model.safetensors"))
+    del weights["lm_head.weight"]
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
 @pytest.mark.slow
-def test_two_sharded_processes_hold_half_and_match_one_process(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_two_sharded_processes_hold_half_and_match_one_process(
+    tiny_model_dir: Path, tmp_path: Path, tied: bool
+) -> None:
     from peft import get_peft_model
 
-    model = get_peft_model(load_base_model(tiny_model_dir), lora_config())
+    model_dir = tied_copy(tiny_model_dir, tmp_path / "tied") if tied else tiny_model_dir
+    model = get_peft_model(load_base_model(model_dir), lora_config())
     with torch.no_grad():
         for name, value in lora_initial_values(model, SEED).items():
             model.get_parameter(name).copy_(value)
@@ -76,10 +98,13 @@ def test_two_sharded_processes_hold_half_and_match_one_process(tiny_model_dir: P
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.start_processes(sharded_worker, args=(tiny_model_dir, port, results), nprocs=WORLD_SIZE, start_method="spawn")
+    mp.start_processes(sharded_worker, args=(model_dir, port, results), nprocs=WORLD_SIZE, start_method="spawn")
     for _ in range(WORLD_SIZE):
-        rank, held, losses = results.get()
+        rank, held, units, losses = results.get()
         assert losses == pytest.approx(expected, abs=1e-3)
+        layer = "base_model.model.model.layers.1"
+        weights = {f"{layer}.self_attn.q_proj.base_layer", f"{layer}.mlp.down_proj", "base_model.model.lm_head"}
+        assert {"", layer, *weights} <= units
         assert held.keys() == full_shapes.keys()
         for name, shape in full_shapes.items():  # dim 0 split in two torch.chunk pieces
             assert held[name] == (-(-shape[0] // WORLD_SIZE) if rank == 0 else shape[0] // WORLD_SIZE, *shape[1:])
