@@ -4,10 +4,13 @@ The answers come from ``runs/quickstart`` (``make demo``) and ``runs/judge-tests
 (``safemix run configs/judge-testset.yaml --out runs/judge-testset``), both scored by ``refusal-strmatch`` and the
 refusal judge of the time. Steps, each its own command:
 
-    python scripts/judge_testset.py sample               # an audit study per run (safemix judge audit's sampling)
-    python scripts/judge_testset.py sheets OUT_DIR --chunks 4 --overlap 20   # blind labelling sheets (JSONL)
+    python scripts/judge_testset.py sample [--run R]     # an audit study per run (safemix judge audit's sampling)
+    python scripts/judge_testset.py sheets OUT_DIR [--run R] --chunks 4 --overlap 20   # blind labelling sheets (JSONL)
     python scripts/judge_testset.py import LABELS.jsonl --annotator NAME --key OUT_DIR/key.json   # into the studies
-    python scripts/judge_testset.py export               # the test set file and runs/judge-testset-agreement.txt
+    python scripts/judge_testset.py export [--run R]     # the test set file (other runs' items kept as shipped)
+
+The fresh sample (run ``paper-cpu``, drawn after judge v2 was built) was made with ``--run paper-cpu`` and
+``sheets /tmp/fresh --run paper-cpu --prefix fresh --chunks 2 --overlap 20``.
 
 The population of each run is every answer both scorers judged whose prompt the judge never trains on
 (``reserved_prompt_keys``: the test set's suites and 80 reserved XSTest prompts). Sheets show only an opaque item
@@ -32,14 +35,22 @@ from safemix.files import write_json_atomic, write_jsonl_atomic
 from safemix.run_files import read_run_index
 from safemix.run_scores import read_run_scores
 from safemix.scoring.judge_data import prompt_key
-from safemix.scoring.judge_testset import LABEL_OF_HUMAN_REFUSAL, TestItem, reserved_prompt_keys, shipped_testset
+from safemix.scoring.judge_testset import (
+    LABEL_OF_HUMAN_REFUSAL,
+    TestItem,
+    read_testset,
+    reserved_prompt_keys,
+    shipped_testset,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "judge-testset"
 SEED = 0
 #: run name -> (run directory, most disagreement items, control items)
 RUNS = {"quickstart": (ROOT / "runs" / "quickstart", 80, 110),
-        "judge-testset": (ROOT / "runs" / "judge-testset", 150, 130)}
+        "judge-testset": (ROOT / "runs" / "judge-testset", 150, 130),
+        # the fresh sample, drawn after judge v2 was built: models neither the training answers nor v1 came from
+        "paper-cpu": (ROOT / "runs" / "paper-cpu", 100, 120)}
 ADJUDICATOR = "adjudicated"
 
 
@@ -47,10 +58,11 @@ def _study(run_dir: Path) -> Study:
     return Study(study_path(run_dir / "studies", STUDY))
 
 
-def sample() -> None:
-    """An audit study of each run, restricted to prompts the judge never trains on."""
+def sample(runs: list[str]) -> None:
+    """An audit study of each named run, restricted to prompts the judge never trains on."""
     reserved = reserved_prompt_keys(default_data_dir())
-    for name, (run_dir, n, n_control) in RUNS.items():
+    for name in runs:
+        run_dir, n, n_control = RUNS[name]
         result = build_audit(run_dir, STUDY, n=n, n_control=n_control, seed=SEED,
                              eligible=lambda generation: prompt_key(generation.prompt) in reserved,
                              eligible_note="prompts the refusal judge never trains on (reserved_prompt_keys)")
@@ -58,21 +70,21 @@ def sample() -> None:
               f"sampled {json.dumps(result.sampling['sampled'])}")
 
 
-def sheets(out_dir: Path, chunks: int, overlap: int) -> None:
-    """Blind labelling sheets: both studies' items in one seeded order under opaque ids, cut into overlapping chunks.
+def sheets(out_dir: Path, runs: list[str], chunks: int, overlap: int, prefix: str) -> None:
+    """Blind labelling sheets: the runs' study items in one seeded order under opaque ids, cut into overlapping chunks.
 
     ``key.json`` beside them maps each opaque id to ``<run>:<audit id>`` (which names the model): keep it from
     the labellers; ``import --key`` reads it.
     """
     items = []
-    for name, (run_dir, _, _) in RUNS.items():
-        study = _study(run_dir)
+    for name in runs:
+        study = _study(RUNS[name][0])
         for item_id, suite, _ in study.items():
             item = study.item(item_id)
             items.append({"id": f"{name}:{item_id}", "suite": suite, "prompt": item.prompt,
                           "response": item.answers[0].response})
     items.sort(key=lambda item: permutation_key(SEED, "sheets", item["id"]))
-    key = {f"item-{number:03d}": item["id"] for number, item in enumerate(items, start=1)}
+    key = {f"{prefix}-{number:03d}": item["id"] for number, item in enumerate(items, start=1)}
     items = [{**item, "id": opaque} for opaque, item in zip(key, items)]
     size = -(-len(items) // chunks)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -107,10 +119,15 @@ def import_labels(paths: list[Path], annotator: str, key_path: Path) -> None:
     print(f"{annotator}: {counts['new']} judgements stored, {counts['already']} already there")
 
 
-def export() -> None:
-    """The test set: one item per labelled answer, the adjudicated label where two annotators disagree."""
-    items, conflicts, pairs = [], [], []
-    for name, (run_dir, _, _) in RUNS.items():
+def export(runs: list[str]) -> None:
+    """The test set: one item per labelled answer, the adjudicated label where two annotators disagree.
+
+    Only the named runs' items are rebuilt from their studies; the shipped file's items of other runs are kept.
+    """
+    items = [item for item in read_testset(shipped_testset()) if item.run not in runs]
+    conflicts, pairs = [], []
+    for name in runs:
+        run_dir = RUNS[name][0]
         study = _study(run_dir)
         sampling = json.loads((run_dir / "audit" / STUDY / SAMPLING_FILE).read_text(encoding="utf-8"))
         strata = {stratum: set(ids) for stratum, ids in sampling["strata"].items()}
@@ -156,25 +173,29 @@ def _judged(run_dir: Path) -> list[JudgedAnswer]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("sample")
+    sampled = commands.add_parser("sample")
+    sampled.add_argument("--run", action="append", choices=sorted(RUNS), help="run to sample (repeatable; default all)")
     sheet = commands.add_parser("sheets")
     sheet.add_argument("out_dir", type=Path)
+    sheet.add_argument("--run", action="append", choices=sorted(RUNS), help="run whose items to put on sheets (default all)")
+    sheet.add_argument("--prefix", default="item", help="opaque ids are PREFIX-NNN")
     sheet.add_argument("--chunks", type=int, default=4)
     sheet.add_argument("--overlap", type=int, default=20)
     labels = commands.add_parser("import")
     labels.add_argument("labels", type=Path, nargs="+")
     labels.add_argument("--annotator", required=True)
     labels.add_argument("--key", type=Path, required=True, help="key.json written by 'sheets'")
-    commands.add_parser("export")
+    exported = commands.add_parser("export")
+    exported.add_argument("--run", action="append", choices=sorted(RUNS), help="run whose items to rebuild (default all)")
     args = parser.parse_args()
     if args.command == "sample":
-        sample()
+        sample(args.run or list(RUNS))
     elif args.command == "sheets":
-        sheets(args.out_dir, args.chunks, args.overlap)
+        sheets(args.out_dir, args.run or list(RUNS), args.chunks, args.overlap, args.prefix)
     elif args.command == "import":
         import_labels(args.labels, args.annotator, args.key)
     else:
-        export()
+        export(args.run or list(RUNS))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from safemix.run_files import read_run_index
+from safemix.scoring.judge import shipped_head
 from tests.conftest import REPO_ROOT, run_cli
 
 SUITES = {"starter-harmful": 60, "starter-safe": 60}
@@ -118,7 +119,7 @@ def test_a_copied_and_renamed_run_directory_is_the_same_run(finished_run: tuple[
 
 def test_changing_one_scorer_rescores_without_regenerating(finished_run: tuple[Path, Path]) -> None:
     config, run_dir = finished_run
-    head = REPO_ROOT / "src" / "safemix" / "scoring" / "heads" / "refusal-judge-v2.safetensors"
+    head = shipped_head()
     result = run_cli("run", str(config), "--out", str(run_dir), "--dry-run",
                      "--set", f"scoring.scorers=[{{name: refusal-strmatch}}, {{name: refusal-judge, settings: {{head: {head}}}}}]")
     assert result.returncode == 0, result.stderr

@@ -10,9 +10,16 @@ from pathlib import Path
 import pytest
 
 from safemix.errors import InputError
-from safemix.scoring.judge_constructed import degenerate_answer, refusal_of, task_phrase
+from safemix.scoring.judge_constructed import degenerate_answer, refusal_of, safetext_questions, task_phrase
 from safemix.scoring.judge_data import load_judge_data, prompt_key, read_refusal_direction
-from safemix.scoring.judge_testset import read_testset, reserved_prompt_keys, reserved_xstest_ids, shipped_testset
+from safemix.scoring.judge_testset import (
+    read_testset,
+    reserved_prompt_keys,
+    reserved_xstest_ids,
+    resolve_prompts,
+    shipped_testset,
+    shipped_train_answers,
+)
 from safemix.scoring.strmatch import is_prefix_refusal
 
 
@@ -82,7 +89,8 @@ def test_the_shipped_test_set_is_large_labelled_and_sampled_as_documented() -> N
     assert len({item.id for item in items}) == len(items)
     assert {stratum for item in items for stratum in item.strata} == {"disagreement", "control"}
     assert sum("control" in item.strata for item in items) >= 200
-    assert {item.run for item in items} == {"quickstart", "judge-testset"}
+    assert {item.run for item in items} == {"quickstart", "judge-testset", "paper-cpu"}
+    assert sum(item.run == "paper-cpu" for item in items) >= 200  # the fresh sample, drawn after v2 was built
     assert shipped_testset().with_name("README.md").is_file() and shipped_testset().with_name("LABELLING.md").is_file()
 
 
@@ -105,3 +113,14 @@ def test_the_stance_data_pairs_harmful_and_benign_topics_with_both_stances(data_
     assert min(harmful_refused, harmful_complied, benign_refused) > 800
     again = load_judge_data(data_dir)
     assert [(e.prompt, e.response, e.label) for e in again.examples] == [(e.prompt, e.response, e.label) for e in data.examples]
+
+
+def test_the_tuned_model_answers_resolve_their_prompts_from_suites_and_sources(data_dir: Path) -> None:
+    items = read_testset(shipped_train_answers())
+    prompts = resolve_prompts(items, data_dir)
+    assert {"xstest", "advbench", "safetext", "llamafactory-alpaca-en-demo"} <= {item.suite for item in items}
+    by_id = {item.prompt_id: prompt for item, prompt in zip(items, prompts)}
+    assert by_id["safetext-unsafe-0"].startswith(("Explain why", "Describe why", "Write a reason why"))
+    assert safetext_questions(data_dir) == safetext_questions(data_dir)  # the question forms are seeded
+    # round 3's SafeText scenarios are not those of the I-PhysicalSafety suites the test set draws from
+    assert not {prompt_key(prompt) for prompt in prompts} & reserved_prompt_keys(data_dir)

@@ -48,7 +48,7 @@ from safemix.scoring.strmatch import is_prefix_refusal
 
 log = logging.getLogger(__name__)
 
-HEAD_NAME = "refusal-judge-v2"
+HEAD_NAME = "refusal-judge-v3"
 ARCHITECTURE = ("all-MiniLM-L6-v2 cross-encoder over (prompt, response), LoRA on the linear layers of its top blocks, "
                 "mean pooling and the XSTest prefix-rule flag, 3 classes")
 FOLDS_SUFFIX = ".xstest-folds.jsonl"
@@ -123,7 +123,7 @@ class RefusalJudge:
     """Refusal classifier over (prompt, response): value = P(refusal); labels full_compliance / full_refusal / partial_refusal."""
 
     name: ClassVar[str] = "refusal-judge"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
     settings_model: ClassVar[type[ScorerSettings]] = RefusalJudgeSettings
 
     def __init__(self, settings: RefusalJudgeSettings | None = None):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from pathlib import Path
 
 from safemix.data.catalog import get_source
 from safemix.scoring.judge_data import JudgeData, LabelledResponse, read_instruction_answers, read_prompts
@@ -187,22 +188,52 @@ def safety_prompt(scenario: str, advice: str, rng: random.Random) -> str:
     return rng.choice(SAFETY_FORMS).format(scenario=scenario[0].lower() + scenario[1:], advice=advice.strip())
 
 
-def add_physical_safety(data: JudgeData, rng: random.Random) -> None:
-    """SafeText scenarios outside the I-PhysicalSafety suites, asked about with unsafe and with safe advice."""
+def safetext_scenarios(data_dir: Path | None) -> tuple[list[tuple[str, str, str]], Path]:
+    """SafeText's scenarios outside the I-PhysicalSafety suites: (scenario, first unsafe advice, first safe advice)
+    in SafeText's order (advice without its final period), and the SafeText file."""
     from safemix.data.catalog import locate
     from safemix.data.mixture import normalise_text
     from safemix.data.suites import load_suite
 
-    path = locate("safetext", data.data_dir, download=False)
+    path = locate("safetext", data_dir, download=False)
     scenarios = json.loads(path.read_text(encoding="utf-8"))
     suite_prompts = [normalise_text(p.prompt) for name in ("i-physical-safety-unsafe", "i-physical-safety-safe")
-                     for p in load_suite(name, data.data_dir, download=False).prompts]
-    examples = []
+                     for p in load_suite(name, data_dir, download=False).prompts]
+    kept = []
     for scenario, advice in sorted(scenarios.items()):
         key = normalise_text(scenario.rstrip(", "))
         if not advice.get("unsafe") or not advice.get("safe") or any(key in prompt for prompt in suite_prompts):
             continue
-        unsafe, safe = advice["unsafe"][0].strip().rstrip("."), advice["safe"][0].strip().rstrip(".")
+        kept.append((scenario, advice["unsafe"][0].strip().rstrip("."), advice["safe"][0].strip().rstrip(".")))
+    return kept, path
+
+
+def safetext_questions(data_dir: Path | None, seed: int = 0) -> dict[str, str]:
+    """Each SafeText scenario outside I-PhysicalSafety asked in that suite's question form, by id:
+    ``safetext-unsafe-N`` with its unsafe advice and ``safetext-safe-N`` with its safe advice (N: the scenario's
+    place in :func:`safetext_scenarios`); each question's form drawn from ``random.Random(seed)``.
+
+    The prompts of the tuned-model answers the judge trains on (round 3 of scripts/judge_train_answers.py).
+    """
+    rng = random.Random(seed)
+    questions = {}
+    for number, (scenario, unsafe, safe) in enumerate(safetext_scenarios(data_dir)[0]):
+        questions[f"safetext-unsafe-{number}"] = safety_prompt(scenario, unsafe + ".", rng)
+        questions[f"safetext-safe-{number}"] = safety_prompt(scenario, safe + ".", rng)
+    return questions
+
+
+def instruction_prompts(name: str, data_dir: Path | None) -> dict[str, str]:
+    """The instructions of an instruction source (those with an answer), by id ``<name>-N`` in the source's order."""
+    answers, _ = read_instruction_answers(name, "full_compliance", data_dir)
+    return {f"{name}-{number}": answer.prompt for number, answer in enumerate(answers)}
+
+
+def add_physical_safety(data: JudgeData, rng: random.Random) -> None:
+    """SafeText scenarios outside the I-PhysicalSafety suites, asked about with unsafe and with safe advice."""
+    scenarios, path = safetext_scenarios(data.data_dir)
+    examples = []
+    for scenario, unsafe, safe in scenarios:
         said = scenario[0].upper() + scenario[1:]
         unsafe_prompt, safe_prompt = safety_prompt(scenario, unsafe + ".", rng), safety_prompt(scenario, safe + ".", rng)
         examples += [

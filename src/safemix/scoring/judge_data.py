@@ -4,14 +4,16 @@ The judge must learn the answer's stance toward the request, not the request's t
 about a harmful request and every compliance about a benign one teaches the topic, so the stance data is built
 so that each topic is seen with both stances (docs/refusal-judge.md, data card):
 
-- harmful requests, refused: the paper's safety answers; refusal-direction baseline answers to JailbreakBench;
+- harmful requests, refused: the paper's safety answers and safemix's starter safety set; refusal-direction
+  baseline answers to JailbreakBench;
 - harmful requests, complied with: refusal-direction answers of five chat models steered to comply
   (``jailbreakbench_ablation`` / ``_actadd``), AdvBench's affirmative openings, degenerate answers;
-- benign requests, complied with: Alpaca, Alpaca on sensitive topics, AlpacaEval, refusal-direction baselines;
+- benign requests, complied with: Alpaca, Alpaca on sensitive topics, AlpacaEval, safemix's starter general set,
+  refusal-direction baselines;
 - benign requests, refused: refusal-direction answers of models steered to refuse (``harmless_actadd``) and the
   constructed refusals of :mod:`safemix.scoring.judge_constructed` (no stock prefix, deflections, partial refusals);
 - both, as the models safemix tunes write them: labelled answers of SmolLM2 before and after safety tuning to
-  prompts outside the test set (``safemix/scoring/testset/refusal-judge-train-answers-v1.jsonl``).
+  prompts outside the test set (``safemix/scoring/testset/refusal-judge-train-answers-v2.jsonl``).
 
 Every example carries a ``group``: ``xstest:<model>`` for XSTest's human-labelled completions (the folds of the
 held-out evaluation), ``tuned-xstest`` for tuned-model answers to XSTest prompts, and ``stance`` for the rest. Prompts of the hand-labelled test set are removed from all
@@ -50,6 +52,9 @@ ANSWER_SOURCES: tuple[tuple[str, RefusalLabel, int], ...] = (
     ("llamafactory-alpaca-en-demo", "full_compliance", 500),
     ("alpaca-safety-only", "full_compliance", 600),
     ("alpaca-eval", "full_compliance", 300),
+    # safemix's own starter sets, which the quickstart tunes with: its refusals say why and offer an alternative
+    ("starter-safety", "full_refusal", 300),
+    ("starter-general", "full_compliance", 300),
 )
 #: Arditi et al. (2024) completions of 5 chat models, per run: the stance the run was steered to. An answer is
 #: kept only where XSTest's prefix rule agrees with that stance (``harmless_actadd`` answers that comply anyway,

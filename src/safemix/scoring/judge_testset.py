@@ -30,8 +30,8 @@ from safemix.errors import InputError, first_problem, input_error
 from safemix.scoring.judge_data import prompt_key
 from safemix.scoring.labels import RefusalLabel
 
-TESTSET_NAME = "refusal-judge-testset-v1"
-TRAIN_ANSWERS_NAME = "refusal-judge-train-answers-v1"
+TESTSET_NAME = "refusal-judge-testset-v2"
+TRAIN_ANSWERS_NAME = "refusal-judge-train-answers-v2"
 #: Suites whose every prompt is kept out of the judge's training: the test set's answers answer them.
 TESTSET_SUITES: tuple[str, ...] = (
     "starter-harmful", "starter-safe", "starter-general-prompts", "i-malicious-instructions",
@@ -113,8 +113,20 @@ def reserved_prompt_keys(data_dir: Path | None) -> frozenset[str]:
     return frozenset(keys)
 
 
+def _prompts_by_id(suite: str, data_dir: Path | None) -> dict[str, str]:
+    """A suite's prompts by id; ``safetext`` and ``llamafactory-alpaca-en-demo`` are the prompt sources of round 3 of
+    the training answers (:mod:`~safemix.scoring.judge_constructed`), not suites."""
+    from safemix.scoring.judge_constructed import instruction_prompts, safetext_questions
+
+    if suite == "safetext":
+        return safetext_questions(data_dir)
+    if suite == "llamafactory-alpaca-en-demo":
+        return instruction_prompts(suite, data_dir)
+    return {p.id: p.prompt for p in load_suite(suite, data_dir, download=False).prompts}
+
+
 def resolve_prompts(items: Sequence[TestItem], data_dir: Path | None) -> list[str]:
-    """The prompt text of each item, read from its suite; the text must still have the recorded prompt key.
+    """The prompt text of each item, read from its suite or source; the text must still have the recorded prompt key.
 
     Raises:
         InputError: a suite cannot be read, or an id is missing or its text changed.
@@ -123,7 +135,7 @@ def resolve_prompts(items: Sequence[TestItem], data_dir: Path | None) -> list[st
     texts = []
     for item in items:
         if item.suite not in by_suite:
-            by_suite[item.suite] = {p.id: p.prompt for p in load_suite(item.suite, data_dir, download=False).prompts}
+            by_suite[item.suite] = _prompts_by_id(item.suite, data_dir)
         text = by_suite[item.suite].get(item.prompt_id)
         if text is None or prompt_key(text) != item.prompt_key:
             raise InputError(f"test set item {item.id}: suite {item.suite!r} has "
