@@ -31,9 +31,9 @@ import torch.multiprocessing as mp
 
 from safemix.models import build_random_llama
 from safemix.models.loading import load_base_model
-from safemix.models.sharded import load_sharded_lora_model, lora_initial_values
+from safemix.models.sharded import load_sharded_lora_model, seeded_lora_model
 from safemix.models.tiny import TINY_CORPUS
-from safemix.train.recipe import token_loss_sum
+from safemix.train.global_steps import global_mean_steps
 
 TARGET_RATIO = 0.6
 LOSS_TOLERANCE = 1e-3
@@ -59,41 +59,16 @@ def batch_for(rank: int, world_size: int, batch_size: int, seq_len: int, vocab_s
 
 def load_model(mode: str, model_dir: Path) -> Any:
     """The LoRA model as ``mode`` loads it (see the module docstring)."""
-    from peft import get_peft_model
     from torch.distributed.fsdp import fully_shard
 
     if mode == "sharded":
         return load_sharded_lora_model(model_dir, lora_config(), seed=SEED)
-    model = get_peft_model(load_base_model(model_dir), lora_config())
-    with torch.no_grad():
-        for name, value in lora_initial_values(model, SEED).items():
-            model.get_parameter(name).copy_(value)
+    model = seeded_lora_model(load_base_model(model_dir), lora_config(), SEED)
     if mode == "whole":
         for layer in model.get_base_model().model.layers:
             fully_shard(layer)
         fully_shard(model)
     return model
-
-
-def train_steps(model: Any, batch: dict[str, torch.Tensor], total_tokens: int, world_size: int) -> list[float]:
-    """``STEPS`` AdamW steps on the batch; the loss of each is the mean over all processes' tokens.
-
-    Each process's loss is its token sum over the global token count; FSDP averages gradients over the
-    processes, so the backward pass scales by the world size to get the gradient of the global mean.
-    """
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    model.train()
-    losses = []
-    for _ in range(STEPS):
-        loss_sum = token_loss_sum(model, batch)
-        (loss_sum * world_size / total_tokens).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        total = loss_sum.detach()
-        if world_size > 1:
-            dist.all_reduce(total)
-        losses.append(total.item() / total_tokens)
-    return losses
 
 
 def worker(rank: int, mode: str, world_size: int, port: int, args: argparse.Namespace, results: Any) -> None:
@@ -106,7 +81,8 @@ def worker(rank: int, mode: str, world_size: int, port: int, args: argparse.Name
         # The step's tokens: every token predicts the next, except the last of each sequence.
         total_tokens = args.batch_size * (args.seq_len - 1)
         batch = batch_for(rank, world_size, args.batch_size, args.seq_len, model.config.vocab_size)
-        losses = train_steps(model, batch, total_tokens, world_size)
+        losses = global_mean_steps(model, batch, total_tokens=total_tokens, world_size=world_size, steps=STEPS,
+                                   learning_rate=1e-3)
         results.put((mode, rank, peak_rss_gib(), losses))
     finally:
         dist.destroy_process_group()

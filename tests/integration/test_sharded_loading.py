@@ -17,8 +17,8 @@ import torch.multiprocessing as mp
 from torch.distributed.fsdp import FSDPModule
 
 from safemix.models.loading import load_base_model
-from safemix.models.sharded import SafetensorsRows, checkpoint_name, load_sharded_lora_model, lora_initial_values
-from safemix.train.recipe import token_loss_sum
+from safemix.models.sharded import SafetensorsRows, checkpoint_name, load_sharded_lora_model, seeded_lora_model
+from safemix.train.global_steps import global_mean_steps
 
 SEED = 0
 STEPS = 2
@@ -39,18 +39,8 @@ def whole_batch() -> dict[str, torch.Tensor]:
 def train_losses(model: Any, batch: dict[str, torch.Tensor], world_size: int) -> list[float]:
     """Losses of ``STEPS`` AdamW steps, each the mean over every process's label tokens."""
     total_tokens = 4 * 23  # every token but the last of each sequence predicts the next
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(STEPS):
-        loss_sum = token_loss_sum(model, batch)
-        (loss_sum * world_size / total_tokens).backward()  # FSDP averages the gradients over the processes
-        optimizer.step()
-        optimizer.zero_grad()
-        total = loss_sum.detach()
-        if world_size > 1:
-            dist.all_reduce(total)
-        losses.append(total.item() / total_tokens)
-    return losses
+    return global_mean_steps(model, batch, total_tokens=total_tokens, world_size=world_size, steps=STEPS,
+                             learning_rate=1e-2)
 
 
 def sharded_worker(rank: int, model_dir: Path, port: int, results: Any) -> None:
@@ -84,13 +74,8 @@ def tied_copy(model_dir: Path, out: Path) -> Path:
 def test_two_sharded_processes_hold_half_and_match_one_process(
     tiny_model_dir: Path, tmp_path: Path, tied: bool
 ) -> None:
-    from peft import get_peft_model
-
     model_dir = tied_copy(tiny_model_dir, tmp_path / "tied") if tied else tiny_model_dir
-    model = get_peft_model(load_base_model(model_dir), lora_config())
-    with torch.no_grad():
-        for name, value in lora_initial_values(model, SEED).items():
-            model.get_parameter(name).copy_(value)
+    model = seeded_lora_model(load_base_model(model_dir), lora_config(), SEED)
     full_shapes = {name: tuple(param.shape) for name, param in model.named_parameters()}
     expected = train_losses(model, whole_batch(), world_size=1)
 

@@ -138,6 +138,22 @@ def lora_initial_values(model: Any, seed: int) -> dict[str, Any]:
     return values
 
 
+def seeded_lora_model(base_model: Any, lora_config: Any, seed: int) -> Any:
+    """``base_model`` with LoRA adapters whose weights are :func:`lora_initial_values` of ``seed``.
+
+    The unsharded counterpart of :func:`load_sharded_lora_model`: both start from the same adapter weights, so
+    their training steps can be compared.
+    """
+    import torch
+    from peft import get_peft_model
+
+    model = get_peft_model(base_model, lora_config)
+    with torch.no_grad():
+        for name, value in lora_initial_values(model, seed).items():
+            model.get_parameter(name).copy_(value)
+    return model
+
+
 def checkpoint_name(parameter_name: str) -> str:
     """The safetensors name of a base weight of a PEFT model (``base_model.model.`` and ``.base_layer`` dropped)."""
     return parameter_name.removeprefix(PEFT_PREFIX).replace(".base_layer.", ".")
