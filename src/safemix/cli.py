@@ -365,6 +365,7 @@ def train(
     load_in_4bit: Annotated[bool | None, typer.Option("--load-in-4bit", help="QLoRA: base in 4-bit NF4 (bitsandbytes: safemix[gpu]).")] = None,
     load_in_8bit: Annotated[bool | None, typer.Option("--load-in-8bit", help="Base in 8-bit (bitsandbytes: safemix[gpu]).")] = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option("--gradient-checkpointing", help="Save activation memory.")] = None,
+    sharded_loading: Annotated[bool | None, typer.Option("--sharded-loading", help="2+ processes: no process loads the whole base (FSDP2, float32).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Experiment YAML with a 'train' section.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and errors only (for logs).")] = False,
     overrides: SetOption = None,
@@ -398,6 +399,7 @@ def train(
         "train.load_in_4bit": load_in_4bit,
         "train.load_in_8bit": load_in_8bit,
         "train.gradient_checkpointing": gradient_checkpointing,
+        "train.sharded_loading": sharded_loading,
     }
     result = run_training(load_train_settings(config, flags, overrides or []), out)
     typer.echo(f"{result.adapter_dir}: best step {result.log['best_step']}, validation loss {result.log['best_val_loss']:.4f}")

@@ -29,7 +29,8 @@ SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF1
 PEFT_PREFIX = "base_model.model."
 
 
-def load_sharded_lora_model(resolved: Path, lora_config: Any, *, seed: int, device_type: str = "cpu") -> Any:
+def load_sharded_lora_model(resolved: Path, lora_config: Any, *, seed: int, device_type: str = "cpu",
+                            gradient_checkpointing: bool = False) -> Any:
     """Load ``resolved`` (a local model directory with safetensors weights) with LoRA, sharded over all processes.
 
     Args:
@@ -37,6 +38,8 @@ def load_sharded_lora_model(resolved: Path, lora_config: Any, *, seed: int, devi
         lora_config: a ``peft.LoraConfig``.
         seed: seed of the LoRA initialisation (see :func:`lora_initial_values`).
         device_type: ``cpu`` (gloo) or ``cuda`` (NCCL); the shards live there.
+        gradient_checkpointing: recompute each decoder layer's activations in the backward pass instead of
+            keeping them.
 
     Returns:
         The ``PeftModel``, sharded with FSDP2; only the LoRA weights require gradients.
@@ -56,6 +59,8 @@ def load_sharded_lora_model(resolved: Path, lora_config: Any, *, seed: int, devi
     with init_empty_weights():  # parameters on the meta device; buffers (rotary frequencies) computed as usual
         base = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     base.tie_weights()  # from_config (transformers 5) leaves tied embeddings two weights; one unit must hold both
+    if gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates; nothing to act on
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         model = get_peft_model(base, lora_config)

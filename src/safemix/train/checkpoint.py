@@ -18,6 +18,7 @@ from typing import Any
 
 from safemix.files import write_json_atomic, write_text_atomic
 from safemix.models.adapters import AdapterInfo, write_adapter_info
+from safemix.train.sharded import full_adapter_state
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,13 @@ def register_adapter_hooks(accelerator: Any) -> None:
     accelerator.register_load_state_pre_hook(load_adapter_weights)
 
 
-def save_adapter(accelerator: Any, model: Any, adapter_dir: Path, info: AdapterInfo) -> None:
-    """Write the LoRA adapter in PEFT format plus ``safemix_adapter.json`` (every process calls this)."""
-    state_dict = accelerator.get_state_dict(model)  # gathers shards under DeepSpeed ZeRO-3 and FSDP
+def save_adapter(accelerator: Any, model: Any, adapter_dir: Path, info: AdapterInfo, *, sharded: bool = False) -> None:
+    """Write the LoRA adapter in PEFT format plus ``safemix_adapter.json`` (every process calls this).
+
+    ``sharded``: the model was sharded by ``train.sharded_loading`` (FSDP2 outside accelerate).
+    """
+    # Both gather shards: accelerate's under DeepSpeed ZeRO-3 and its FSDP, full_adapter_state under sharded loading.
+    state_dict = full_adapter_state(model) if sharded else accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(adapter_dir, state_dict=state_dict)
         sort_target_modules(adapter_dir)
@@ -118,15 +123,17 @@ def sort_target_modules(adapter_dir: Path) -> None:
         write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True))
 
 
-def save_checkpoint(accelerator: Any, model: Any, state: TrainerState, out_dir: Path, info: AdapterInfo) -> Path:
-    """Write ``DIR/checkpoints/step-N`` atomically (every process calls this) and return it."""
+def save_checkpoint(accelerator: Any, model: Any, state: TrainerState, out_dir: Path, info: AdapterInfo, *,
+                    sharded: bool = False) -> Path:
+    """Write ``DIR/checkpoints/step-N`` atomically (every process calls this) and return it (``sharded``: as in
+    :func:`save_adapter`)."""
     final = checkpoint_dir(out_dir, state.step)
     partial = final.with_name(f".{final.name}.partial")
     if accelerator.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
-    save_adapter(accelerator, model, partial / ADAPTER_SUBDIR, info)
+    save_adapter(accelerator, model, partial / ADAPTER_SUBDIR, info, sharded=sharded)
     if accelerator.is_main_process:
         write_json_atomic(partial / STATE_FILE, asdict(state))
         shutil.rmtree(final, ignore_errors=True)

@@ -64,6 +64,11 @@ class TrainConfig(BaseModel):
     load_in_4bit: bool = Field(default=False, description="QLoRA: base in 4-bit NF4 (bitsandbytes; CUDA or CPU)")
     load_in_8bit: bool = Field(default=False, description="base in 8-bit (bitsandbytes; CUDA or CPU)")
     gradient_checkpointing: bool = Field(default=False, description="trade compute for activation memory")
+    sharded_loading: bool = Field(
+        default=False,
+        description="2+ processes: build the model on the meta device, read only each process's shard of every "
+        "weight and train it sharded with FSDP2, so no process holds the whole base (float32; docs/training.md)",
+    )
 
     @model_validator(mode="after")
     def _one_quantisation(self) -> TrainConfig:

@@ -52,6 +52,7 @@ from safemix.train.data import (
     read_examples,
 )
 from safemix.train.outputs import train_log, write_run_files
+from safemix.train.sharded import ShardedTrainingState, check_sharded_loading, sharded_lora_model
 from safemix.versions import compute_environment
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
     micro_batches_per_step = _micro_batches_per_step(config, processes.num_processes)
     with processes.main_process_first():  # a built-in model is prepared once, not once per process
         resolved = resolve_model(config.base_model)
+    if config.sharded_loading:
+        check_sharded_loading(config, processes.num_processes, resolved)
     fingerprint = model_fingerprint(resolved)
     run_hash = _run_hash(config, train_file, val_file, fingerprint)
     finished = _finished_run(out_dir, run_hash)
@@ -124,7 +127,10 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
         step_scheduler_with_optimizer=False,  # stepped by hand, once per optimizer step
     )
     set_seed(config.seed)
-    model = _lora_model(config, resolved, str(accelerator.device), dtype)
+    if config.sharded_loading:
+        model = sharded_lora_model(config, resolved, _lora_config(config), accelerator.device.type)
+    else:
+        model = _lora_model(config, resolved, str(accelerator.device), dtype)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -134,9 +140,14 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
     )
     total_steps = config.max_steps or plan.steps_for_epochs(config.epochs)
     scheduler = _linear_schedule(optimizer, config.warmup_steps, total_steps)
-    _tell_deepspeed_the_micro_batch(accelerator, config.micro_batch_size)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    register_adapter_hooks(accelerator)
+    if config.sharded_loading:
+        # FSDP2 already shards the model: accelerate keeps the accumulation and RNG states, and checkpoints the
+        # adapter, optimizer and schedule through these objects (safemix.train.sharded).
+        accelerator.register_for_checkpointing(ShardedTrainingState(model, optimizer), scheduler)
+    else:
+        _tell_deepspeed_the_micro_batch(accelerator, config.micro_batch_size)
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        register_adapter_hooks(accelerator)
 
     # 4. Resume from the last checkpoint, or record the base model's validation loss at step 0.
     state = _resume_or_start(accelerator, out_dir, run_hash)
@@ -160,7 +171,7 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
                 val_loss = evaluate(model, accelerator, val_set, config.micro_batch_size, tokenizer.pad_token_id)
                 is_best = state.record_val_loss(state.step, val_loss)
                 info = _adapter_info(config, fingerprint, state.step, val_loss)
-                save_checkpoint(accelerator, model, state, out_dir, info)
+                save_checkpoint(accelerator, model, state, out_dir, info, sharded=config.sharded_loading)
                 prune_checkpoints(accelerator, out_dir, {state.step, state.best_step or state.step})
                 log.info("step %d: validation loss %.4f%s", state.step, val_loss, " (best so far)" if is_best else "")
 
@@ -278,7 +289,7 @@ def _check_loss_tokens(config: TrainConfig, train_set: list[Encoded], val_set: l
 
 def _lora_model(config: TrainConfig, resolved: Path | str, device: str, dtype: Dtype) -> Any:
     """Load the base model and wrap it with fresh LoRA adapters (only their weights train)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
     # On a CPU, bfloat16 means autocast (accelerate's mixed precision) over float32 weights.
     weights_dtype = "float32" if device == "cpu" else dtype
@@ -292,20 +303,20 @@ def _lora_model(config: TrainConfig, resolved: Path | str, device: str, dtype: D
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    lora = LoraConfig(
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=config.lora.target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
     try:
         with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates; nothing to act on
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            return get_peft_model(model, lora)
+            return get_peft_model(model, _lora_config(config))
     except ValueError as err:  # peft: "Target modules {...} not found in the base model"
         raise InputError(f"train.lora.target_modules {config.lora.target_modules}: {err}") from None
+
+
+def _lora_config(config: TrainConfig) -> Any:
+    """The ``peft.LoraConfig`` of ``config.lora``."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                      target_modules=config.lora.target_modules, bias="none", task_type="CAUSAL_LM")
 
 
 def _linear_schedule(optimizer: Any, warmup_steps: int, total_steps: int) -> Any:
