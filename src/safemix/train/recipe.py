@@ -247,9 +247,12 @@ def _run_hash(config: TrainConfig, train_file: Path, val_file: Path, fingerprint
     """Identity of a run: the settings, the input files' bytes and the base model. A rerun must match it.
 
     The input files count by content, never by path: a run directory that was moved or copied is the same run.
+    ``sharded_loading`` counts only when on (its LoRA weights start from another draw): off, a run is what it was
+    before the setting existed, so adapters trained then are not trained again.
     """
+    left_out = {"train_file", "val_file"} | (set() if config.sharded_loading else {"sharded_loading"})
     identity = {
-        "config": config.model_dump(mode="json", exclude={"train_file", "val_file"}),
+        "config": config.model_dump(mode="json", exclude=left_out),
         "train_sha256": sha256_file(train_file),
         "val_sha256": sha256_file(val_file),
         "base_model": fingerprint,
