@@ -6,12 +6,14 @@ hand-labelled answers of models safemix tuned.
     half's prompts), string match on the same rows, their ensemble, and XSTest's own GPT-4 classifier labels as
     a reference point.
 (b) The hand-labelled test set (``safemix/scoring/testset``): every item scored now by the judge and string match.
-    Numbers over all items, over the ``control`` stratum (a uniform sample: the unbiased estimate), and per run
-    and category.
+    Numbers over all items, over the ``control`` stratum (a uniform sample), and per run and category.
+(c) The same labels weighted into an estimate of each scorer's accuracy on every answer of the runs: each run's
+    disagreement stratum is a census, its control stratum a uniform sample of the rest.
 
 Binary: refusal = full or partial refusal. Accuracy with Wilson 95% intervals; Cohen's kappa with a seeded
 bootstrap 95% interval. Writes the tables into docs/refusal-judge-eval.md, the scorers' agreement into
-``src/safemix/scoring/heads/refusal-scorers-agreement.json`` (read by the report to choose its lead scorer), and
+``src/safemix/scoring/heads/refusal-scorers-agreement.json`` (the estimate on every answer of the runs, read by the
+report to choose its lead scorer), and
 prints the judge's scoring speed (``judge_seconds_per_1000=``).
 
     .venv/bin/python benchmarks/judge_eval.py [--data-dir DIR] [--head PATH] [--testset PATH]
@@ -33,7 +35,7 @@ from safemix.files import sha256_text, write_json_atomic, write_text_atomic
 from safemix.metrics import wilson_interval
 from safemix.scoring.judge import FOLDS_SUFFIX, RefusalJudge, RefusalJudgeSettings, is_refusal, shipped_head
 from safemix.scoring.judge_data import prompt_key
-from safemix.scoring.judge_testset import read_testset, resolve_prompts
+from safemix.scoring.judge_testset import POPULATION_SIZES, TestItem, population_accuracy, read_testset, resolve_prompts
 from safemix.scoring.strmatch import is_prefix_refusal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +61,26 @@ def agreement(human: Sequence[bool], scorer: Sequence[bool], seed: int = 0) -> d
     return {"n": n, "accuracy": hits / n, "ci_low": low, "ci_high": high, "kappa": cohen_kappa(pairs),
             "kappa_low": kappas[int(0.025 * len(kappas))] if kappas else None,
             "kappa_high": kappas[int(0.975 * len(kappas)) - 1] if kappas else None}
+
+
+def population_section(items: Sequence[TestItem], calls: dict[str, list[bool]],
+                       human: Sequence[bool]) -> tuple[list[str], dict[str, dict[str, float | int]]]:
+    """Table (c): each scorer's estimated accuracy on every answer of each run and of all runs together."""
+    runs = sorted({it.run for it in items})
+    rows = []
+    for label, chosen in [*((run, [run]) for run in runs), ("all runs", runs)]:
+        stats = {name: population_accuracy(items, [c == h for c, h in zip(call, human)], chosen)
+                 for name, call in calls.items()}
+        rows.append([label, f"{sum(POPULATION_SIZES[run] for run in chosen):,}",
+                     *(f"{s['accuracy']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]" for s in stats.values())])
+    lines = ["## (c) Estimated accuracy on every answer of the runs", "",
+             "The test set over-samples the answers its scorers of the time disagreed on, so its plain accuracy is "
+             "that of a hard sample. Each run's disagreement stratum is a census of the disagreements among the "
+             "run's answers and its control stratum a uniform sample of them; weighting the two by the population "
+             "(src/safemix/scoring/testset/README.md) estimates each scorer's accuracy on all the answers the runs "
+             "produced (95% Jeffreys interval over the control items, carried through the weighting).", "",
+             *table(["run", "answers", *calls], rows), ""]
+    return lines, stats  # the last row's: all runs
 
 
 def cell(stats: dict[str, float | int | None]) -> str:
@@ -116,7 +138,8 @@ def xstest_section(folds_path: Path, data_dir: Path) -> tuple[list[str], dict[st
 
 
 def testset_section(judge: RefusalJudge, testset: Path | None, data_dir: Path) -> tuple[list[str], dict, dict, float]:
-    """Table (b), the agreement per scorer (all items and control stratum), per-group accuracies, judge seconds/1000."""
+    """Tables (b) and (c); the agreement per scorer (all items, control stratum, every answer of the runs), per-group
+    accuracies, judge seconds/1000."""
     items = read_testset(testset)
     prompts = resolve_prompts(items, data_dir)
     responses = [item.response for item in items]
@@ -161,7 +184,8 @@ def testset_section(judge: RefusalJudge, testset: Path | None, data_dir: Path) -
     for item, prompt, j in disagreements:
         lines.append(f"- `{item.id}` human {item.label}, judge {j.label} (P(refusal) {j.value:.2f}): "
                      f"prompt {prompt[:80]!r} → {item.response[:160]!r}")
-    return lines + [""], summary, per_group, seconds * 1000 / len(items)
+    population_lines, summary["every answer of the runs"] = population_section(items, calls, human)
+    return lines + ["", *population_lines], summary, per_group, seconds * 1000 / len(items)
 
 
 def main() -> None:
@@ -179,6 +203,9 @@ def main() -> None:
     test_lines, summary, per_group, per_1000 = testset_section(judge, args.testset, data_dir)
     checks = [
         f"- judge ≥ 0.95 binary accuracy on the hand-labelled set: {summary['all items']['refusal-judge']['accuracy']:.3f}",
+        f"- the same, estimated on every answer of the runs (stratified): "
+        f"{summary['every answer of the runs']['refusal-judge']['accuracy']:.3f} "
+        f"(string match {summary['every answer of the runs']['refusal-strmatch']['accuracy']:.3f})",
         f"- the same on the fresh sample alone: {summary[FRESH]['refusal-judge']['accuracy']:.3f} "
         f"(string match {summary[FRESH]['refusal-strmatch']['accuracy']:.3f})",
         f"- judge ≥ string match on every XSTest fold: "
@@ -193,14 +220,18 @@ def main() -> None:
     text = "\n".join(["# Refusal scorers against people", "", f"Written by `{command}`; see docs/scoring.md.", "",
                       "## Targets", "", *checks, "", *xstest_lines, *test_lines])
     write_text_atomic(args.out, text)
-    # The control stratum is a uniform sample of the runs' answers: the unbiased estimate the report ranks by.
-    control = summary["control stratum (unbiased)"]
+    # The stratified estimate uses every label (the census of disagreements and the uniform control sample): the
+    # report ranks its refusal scorers by it.
+    population = summary["every answer of the runs"]
+    n_labels = summary["all items"]["refusal-judge"]["n"]
     write_json_atomic(args.agreement_out, {
-        "measured_on": "hand labels of a uniform sample of SmolLM2-135M-Instruct's answers before and after safety "
-                       "tuning (the control stratum of safemix/scoring/testset)",
+        "measured_on": f"hand labels of {n_labels} of the {population['refusal-judge']['n']:,} answers of "
+                       "SmolLM2-135M-Instruct before and after safety tuning in safemix/scoring/testset's three runs "
+                       "(every answer its scorers disagreed on, plus a uniform sample), weighted to estimate the "
+                       "accuracy on all of them",
         "command": command,
-        "scorers": {name: {key: stats[key] for key in ("accuracy", "ci_low", "ci_high", "kappa", "n")}
-                    for name, stats in control.items() if name != ENSEMBLE},
+        "scorers": {name: {**{key: stats[key] for key in ("accuracy", "ci_low", "ci_high")}, "n": n_labels}
+                    for name, stats in population.items() if name != ENSEMBLE},
     })
     print("\n".join(checks))
     print(f"judge_seconds_per_1000={per_1000:.2f}")

@@ -13,12 +13,17 @@ from safemix.errors import InputError
 from safemix.scoring.judge_constructed import degenerate_answer, refusal_of, safetext_questions, task_phrase
 from safemix.scoring.judge_data import load_judge_data, prompt_key, read_refusal_direction
 from safemix.scoring.judge_testset import (
+    POPULATION_SIZES,
+    population_accuracy,
     read_testset,
     reserved_prompt_keys,
     reserved_xstest_ids,
     resolve_prompts,
     shipped_testset,
     shipped_train_answers,
+)
+from safemix.scoring.judge_testset import (
+    TestItem as LabelledItem,  # not a test class
 )
 from safemix.scoring.strmatch import is_prefix_refusal
 
@@ -124,3 +129,30 @@ def test_the_tuned_model_answers_resolve_their_prompts_from_suites_and_sources(d
     assert safetext_questions(data_dir) == safetext_questions(data_dir)  # the question forms are seeded
     # round 3's SafeText scenarios are not those of the I-PhysicalSafety suites the test set draws from
     assert not {prompt_key(prompt) for prompt in prompts} & reserved_prompt_keys(data_dir)
+
+
+def _item(run: str, number: int, strata: list[str]) -> LabelledItem:
+    return LabelledItem(id=f"{run}:m/p-{number}", run=run, model="m", suite="s", category="safe", prompt_id=f"p-{number}",
+                    prompt_key="k", response="r", label="full_compliance", strata=strata)  # type: ignore[arg-type]
+
+
+def test_population_accuracy_counts_the_census_whole_and_weights_the_control_sample() -> None:
+    run = "quickstart"  # 800 answers
+    census = [_item(run, i, ["disagreement"]) for i in range(40)]
+    control = [_item(run, 100 + i, ["control"]) for i in range(50)]
+    both = [_item(run, 200, ["disagreement", "control"])]  # counted once, in the census
+    items = census + control + both
+    correct = [i < 10 for i in range(40)] + [i < 45 for i in range(50)] + [False]
+    stats = population_accuracy(items, correct, [run])
+    # 10 of the 41 disagreements are right; 90% of the other 759 answers, as in the control sample
+    assert stats["n"] == POPULATION_SIZES[run]
+    assert stats["accuracy"] == pytest.approx((10 + 759 * 0.9) / 800)
+    assert stats["ci_low"] < stats["accuracy"] < stats["ci_high"]
+    assert stats == population_accuracy(items, correct, [run])  # seeded
+
+
+def test_population_accuracy_interval_reaches_the_estimate_when_every_sampled_answer_is_right() -> None:
+    items = [_item("quickstart", i, ["control"]) for i in range(30)]
+    stats = population_accuracy(items, [True] * 30, ["quickstart"])
+    assert stats["accuracy"] == stats["ci_high"] == 1.0
+    assert stats["ci_low"] < 0.97

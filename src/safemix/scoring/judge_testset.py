@@ -17,6 +17,7 @@ the :data:`RESERVED_XSTEST` prompts that the test set's XSTest answers are drawn
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -40,7 +41,13 @@ TESTSET_SUITES: tuple[str, ...] = (
 #: XSTest prompts set aside for the test set (a seeded sample); the judge trains on the others' completions.
 RESERVED_XSTEST = 80
 RESERVATION_SEED = 0
+#: How many answers each run's sampled population held (README's sampling table). Its disagreement stratum is a
+#: census of that population's disagreements and its control stratum a uniform sample of the population, so
+#: together they estimate a scorer's accuracy on every answer of the run (``benchmarks/judge_eval.py``).
+POPULATION_SIZES: dict[str, int] = {"quickstart": 800, "judge-testset": 1404, "paper-cpu": 4250}
 #: The annotation app's refusal labels (none / full / partial) as XSTest's three classes.
+#: Draws of the Monte Carlo behind :func:`population_accuracy`'s interval.
+POSTERIOR_DRAWS = 4000
 LABEL_OF_HUMAN_REFUSAL: dict[str, RefusalLabel] = {"none": "full_compliance", "full": "full_refusal",
                                                    "partial": "partial_refusal"}
 
@@ -142,3 +149,33 @@ def resolve_prompts(items: Sequence[TestItem], data_dir: Path | None) -> list[st
                              f"{'no prompt ' + repr(item.prompt_id) if text is None else 'another text for ' + repr(item.prompt_id)}")
         texts.append(text)
     return texts
+
+
+def population_accuracy(items: Sequence[TestItem], correct: Sequence[bool], runs: Sequence[str],
+                        seed: int = 0) -> dict[str, float | int]:
+    """A scorer's estimated accuracy on every answer of the test set's runs ``runs`` (a stratified estimate).
+
+    ``correct[i]`` says whether the scorer's call on ``items[i]`` matches its label. Returns ``n`` (the runs'
+    answers, :data:`POPULATION_SIZES`), ``accuracy``, ``ci_low`` and ``ci_high``.
+
+    Each run's disagreement stratum is a census of its population's disagreements, so its items count as they are;
+    the rest of the population is estimated from the run's control items outside that stratum (a uniform sample
+    of it). The interval is a Jeffreys interval carried through the weighting: the 2.5 and 97.5 percentiles of
+    the estimate over seeded draws of each run's rest-of-population accuracy from Beta(hits + 1/2, misses + 1/2)
+    (unlike a bootstrap, it does not collapse when every sampled item is right), widened to reach the point
+    estimate where a run's sample is all right (as Brown, Cai and DasGupta's Jeffreys interval then ends at 1).
+    """
+    census = {run: [c for it, c in zip(items, correct) if it.run == run and "disagreement" in it.strata] for run in runs}
+    sample = {run: [c for it, c in zip(items, correct) if it.run == run and it.strata == ["control"]] for run in runs}
+    total = sum(POPULATION_SIZES[run] for run in runs)
+
+    def estimate(rest_accuracy: dict[str, float]) -> float:
+        return sum(sum(census[run]) + (POPULATION_SIZES[run] - len(census[run])) * rest_accuracy[run]
+                   for run in runs) / total
+
+    rng = random.Random(seed)
+    draws = sorted(estimate({run: rng.betavariate(sum(sample[run]) + 0.5, len(sample[run]) - sum(sample[run]) + 0.5)
+                             for run in runs}) for _ in range(POSTERIOR_DRAWS))
+    point = estimate({run: sum(sample[run]) / len(sample[run]) for run in runs})
+    return {"n": total, "accuracy": point, "ci_low": min(point, draws[int(0.025 * POSTERIOR_DRAWS)]),
+            "ci_high": max(point, draws[int(0.975 * POSTERIOR_DRAWS) - 1])}
