@@ -13,15 +13,24 @@ All three start from the same LoRA weights (``lora_initial_values``), no dropout
 RSS (``VmHWM``), both steps' losses of each run and their largest difference from (1) (target <= 1e-3), and
 last the ratio of the largest sharded peak to the largest whole-model peak (target <= 0.6):
 
-    python benchmarks/sharded_memory.py [--hidden-size 2048] [--layers 24] [--seq-len 32] [--work DIR]
+    python benchmarks/sharded_memory.py [--hidden-size 2048] [--layers 24] [--seq-len 32] [--work DIR] [--safemix-train]
+
+``--safemix-train`` also measures the real command on the same model, two ``safemix train`` steps in 2 processes
+under ``accelerate launch`` (DDP, each process loads the whole model) and the same with ``--sharded-loading``: each
+worker's peak RSS (``VmHWM``, read from ``/proc`` while it runs), both runs' losses, and ``train_rss_ratio=``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +125,58 @@ def free_port() -> int:
         return port
 
 
+def tiny_mixture(folder: Path) -> tuple[Path, Path]:
+    """Eight training and four validation examples made of the corpus's words, in the mixture format."""
+    words = " ".join(TINY_CORPUS).split()
+    files = (folder / "mixture-0.jsonl", folder / "val.jsonl")
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, count in zip(files, (8, 4), strict=True):
+        rows = [{"id": f"{path.stem}-{i}", "source": "bench", "category": "general", "instruction": " ".join(words[i:i + 5]),
+                 "input": "", "output": " ".join(words[i + 5:i + 20])} for i in range(count)]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return files
+
+
+def safemix_train_peaks(model_dir: Path, out: Path, sharded: bool) -> tuple[list[float], dict[str, Any]]:
+    """Two steps of ``safemix train`` in 2 processes (``--sharded-loading`` or not); each worker's peak RSS in GiB
+    (polled from ``/proc`` until the run ends) and the run's train_log.json."""
+    train_file, val_file = tiny_mixture(out.parent / "mixture")
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "safemix", "train",
+               "--base-model", str(model_dir), "--train", str(train_file), "--val", str(val_file), "--out", str(out),
+               "--batch-size", "4", "--micro-batch-size", "2", "--max-steps", "2", "--eval-steps", "2",
+               "--warmup-steps", "0", "--quiet", *(["--sharded-loading"] if sharded else [])]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peaks: dict[str, int] = {}
+    while process.poll() is None:
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                argv = (status.parent / "cmdline").read_bytes().split(b"\0")
+                if str(out).encode() in argv and b"launch" not in argv:  # a worker, not the launcher
+                    kib = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+                    peaks[status.parent.name] = max(peaks.get(status.parent.name, 0), kib)
+            except (FileNotFoundError, ProcessLookupError, StopIteration):
+                continue  # ended meanwhile
+        time.sleep(0.2)
+    if process.returncode != 0:
+        raise RuntimeError(f"safemix train failed: {process.stderr.read()[-2000:] if process.stderr else ''}")
+    return sorted(kib / 2**20 for kib in peaks.values()), json.loads((out / "train_log.json").read_text(encoding="utf-8"))
+
+
+def report_safemix_train(model_dir: Path, work: Path) -> None:
+    """Print ``safemix train``'s per-process peaks and losses with and without sharded loading, and their ratio."""
+    peaks = {}
+    for sharded in (False, True):
+        out = work / ("train-sharded" if sharded else "train-ddp")
+        shutil.rmtree(out, ignore_errors=True)
+        gib, log = safemix_train_peaks(model_dir, out, sharded)
+        peaks[sharded] = max(gib)
+        losses = ", ".join(f"{entry['loss']:.6f}" for entry in log["val_loss"])
+        print(f"safemix train{' --sharded-loading' if sharded else ''}: peak RSS per process "
+              f"{' / '.join(f'{g:.2f}' for g in gib)} GiB; validation losses {losses}")
+    print(f"train_rss_ratio={peaks[True] / peaks[False]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden-size", type=int, default=2048)
@@ -124,6 +185,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--work", type=Path, default=None, help="keep the model here (built once) instead of a temp dir")
+    parser.add_argument("--safemix-train", action="store_true", help="also measure the safemix train command both ways")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         args.work = args.work or Path(tmp)
@@ -149,6 +211,8 @@ def main() -> None:
                 print(f"{mode:8s} rank {rank}: peak RSS {peak_gib:5.2f} GiB; losses "
                       f"{', '.join(f'{loss:.6f}' for loss in losses)}; max |diff| vs single {diff:.2e}")
             peaks[mode] = max(peak for _, peak, _ in processes)
+        if args.safemix_train:
+            report_safemix_train(model_dir, args.work)
         worst_diff = max(abs(a - b) for _, _, losses in runs["sharded"] for a, b in zip(losses, reference, strict=True))
         ratio = peaks["sharded"] / peaks["whole"]
         print(f"sharded loss matches single within {LOSS_TOLERANCE}: {worst_diff <= LOSS_TOLERANCE}; "
