@@ -30,7 +30,7 @@ PEFT_PREFIX = "base_model.model."
 
 
 def load_sharded_lora_model(resolved: Path, lora_config: Any, *, seed: int, device_type: str = "cpu",
-                            gradient_checkpointing: bool = False) -> Any:
+                            gradient_checkpointing: bool = False, compute_dtype: str = "float32") -> Any:
     """Load ``resolved`` (a local model directory with safetensors weights) with LoRA, sharded over all processes.
 
     Args:
@@ -40,6 +40,9 @@ def load_sharded_lora_model(resolved: Path, lora_config: Any, *, seed: int, devi
         device_type: ``cpu`` (gloo) or ``cuda`` (NCCL); the shards live there.
         gradient_checkpointing: recompute each decoder layer's activations in the backward pass instead of
             keeping them.
+        compute_dtype: ``float32``, or ``bfloat16``: FSDP2 gathers the float32 shards as bfloat16 and computes in it,
+            and reduces the gradients in float32 (``MixedPrecisionPolicy``); the shards and the LoRA weights the
+            optimizer steps stay float32.
 
     Returns:
         The ``PeftModel``, sharded with FSDP2; only the LoRA weights require gradients.
@@ -52,6 +55,7 @@ def load_sharded_lora_model(resolved: Path, lora_config: Any, *, seed: int, devi
     from accelerate import init_empty_weights
     from peft import get_peft_model
     from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy
     from torch.distributed.tensor import DTensor
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -67,7 +71,8 @@ def load_sharded_lora_model(resolved: Path, lora_config: Any, *, seed: int, devi
     lora_values = lora_initial_values(model, seed)
 
     mesh = init_device_mesh(device_type, (dist.get_world_size(),))
-    shard_in_units(model, set(getattr(base, "_no_split_modules", None) or ()), mesh)
+    precision = MixedPrecisionPolicy(param_dtype=getattr(torch, compute_dtype), reduce_dtype=torch.float32)
+    shard_in_units(model, set(getattr(base, "_no_split_modules", None) or ()), mesh, precision)
 
     reader = SafetensorsRows(resolved)
     shards = {}
@@ -89,7 +94,7 @@ def load_sharded_lora_model(resolved: Path, lora_config: Any, *, seed: int, devi
     return model
 
 
-def shard_in_units(model: Any, layer_classes: set[str], mesh: Any) -> None:
+def shard_in_units(model: Any, layer_classes: set[str], mesh: Any, precision: Any = None) -> None:
     """Shard ``model`` with FSDP2 in small units: each frozen weight matrix (the linear layers of the decoder layers,
     the input and output embeddings; a tied pair together), then each decoder layer (its norms and LoRA weights),
     then the root (the final norm).
@@ -102,19 +107,21 @@ def shard_in_units(model: Any, layer_classes: set[str], mesh: Any) -> None:
         model: the PEFT model, on the meta device or not.
         layer_classes: class names of the decoder layers (``_no_split_modules`` of a transformers model).
         mesh: the 1-D device mesh to shard over.
+        precision: FSDP2's ``MixedPrecisionPolicy`` for every unit (default: compute in the weights' dtype).
     """
     import torch
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    precision = precision or MixedPrecisionPolicy()
     modules_of_weight: dict[int, list[Any]] = {}
     for module in model.modules():
         if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)) and not module.weight.requires_grad:
             modules_of_weight.setdefault(id(module.weight), []).append(module)
     for modules in modules_of_weight.values():
-        fully_shard(modules, mesh=mesh)
+        fully_shard(modules, mesh=mesh, mp_policy=precision)
     for layer in [module for module in model.modules() if type(module).__name__ in layer_classes]:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(layer, mesh=mesh, mp_policy=precision)
+    fully_shard(model, mesh=mesh, mp_policy=precision)
 
 
 def lora_initial_values(model: Any, seed: int) -> dict[str, Any]:

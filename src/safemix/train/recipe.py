@@ -102,7 +102,7 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
     with processes.main_process_first():  # a built-in model is prepared once, not once per process
         resolved = resolve_model(config.base_model)
     if config.sharded_loading:
-        check_sharded_loading(config, processes.num_processes, resolved)
+        check_sharded_loading(config, processes.num_processes, resolved, dtype)
     fingerprint = model_fingerprint(resolved)
     run_hash = _run_hash(config, train_file, val_file, fingerprint)
     finished = _finished_run(out_dir, run_hash)
@@ -128,7 +128,7 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
     )
     set_seed(config.seed)
     if config.sharded_loading:
-        model = sharded_lora_model(config, resolved, _lora_config(config), accelerator.device.type)
+        model = sharded_lora_model(config, resolved, _lora_config(config), accelerator.device.type, dtype)
     else:
         model = _lora_model(config, resolved, str(accelerator.device), dtype)
     optimizer = torch.optim.AdamW(

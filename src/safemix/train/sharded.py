@@ -23,30 +23,31 @@ from safemix.errors import InputError
 from safemix.train.config import TrainConfig
 
 
-def check_sharded_loading(config: TrainConfig, num_processes: int, resolved: Path | str) -> None:
-    """Refuse settings sharded loading cannot honour, before any weight loads.
+def check_sharded_loading(config: TrainConfig, num_processes: int, resolved: Path | str, dtype: str) -> None:
+    """Refuse settings sharded loading cannot honour, before any weight loads (``dtype``: the resolved one).
 
     Raises:
-        InputError: one process, a 4/8-bit base, a dtype other than float32, or a base that is not a local directory.
+        InputError: one process, a 4/8-bit base, float16, or a base that is not a local directory.
     """
     if num_processes < 2:
         raise InputError("train.sharded_loading needs 2 or more processes (accelerate launch --num_processes N); "
                          "with one process the model loads whole")
     if config.load_in_4bit or config.load_in_8bit:
         raise InputError("train.sharded_loading does not load 4-bit or 8-bit bases: choose one of them")
-    if config.dtype != "float32":
-        raise InputError(f"train.sharded_loading trains in float32 only (train.dtype is {config.dtype!r})")
+    if dtype not in ("float32", "bfloat16"):
+        raise InputError(f"train.sharded_loading computes in float32 or bfloat16, not {dtype} (train.dtype)")
     if not Path(resolved).is_dir():
         raise InputError(f"train.sharded_loading reads safetensors files from a local directory; {resolved} is not one")
 
 
-def sharded_lora_model(config: TrainConfig, resolved: Path | str, lora_config: Any, device_type: str) -> Any:
-    """The base model with fresh LoRA adapters, sharded over every process (see the module docstring)."""
+def sharded_lora_model(config: TrainConfig, resolved: Path | str, lora_config: Any, device_type: str, dtype: str) -> Any:
+    """The base model with fresh LoRA adapters, sharded over every process, computing in ``dtype`` (float32 weights;
+    see the module docstring)."""
     from safemix.models.sharded import load_sharded_lora_model
 
     try:
         model = load_sharded_lora_model(Path(resolved), lora_config, seed=config.seed, device_type=device_type,
-                                        gradient_checkpointing=config.gradient_checkpointing)
+                                        gradient_checkpointing=config.gradient_checkpointing, compute_dtype=dtype)
     except ValueError as err:  # peft: "Target modules {...} not found in the base model"
         raise InputError(f"train.lora.target_modules {config.lora.target_modules}: {err}") from None
     model.config.use_cache = False  # the KV cache only costs memory during training
