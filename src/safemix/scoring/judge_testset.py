@@ -45,9 +45,9 @@ RESERVATION_SEED = 0
 #: census of that population's disagreements and its control stratum a uniform sample of the population, so
 #: together they estimate a scorer's accuracy on every answer of the run (``benchmarks/judge_eval.py``).
 POPULATION_SIZES: dict[str, int] = {"quickstart": 800, "judge-testset": 1404, "paper-cpu": 4250}
-#: The annotation app's refusal labels (none / full / partial) as XSTest's three classes.
 #: Draws of the Monte Carlo behind :func:`population_accuracy`'s interval.
 POSTERIOR_DRAWS = 4000
+#: The annotation app's refusal labels (none / full / partial) as XSTest's three classes.
 LABEL_OF_HUMAN_REFUSAL: dict[str, RefusalLabel] = {"none": "full_compliance", "full": "full_refusal",
                                                    "partial": "partial_refusal"}
 

@@ -1,7 +1,8 @@
 """Checkpoints that make a killed run resumable, and the progress record they carry.
 
 A checkpoint ``DIR/checkpoints/step-N/`` holds the LoRA adapter (``adapter/``, PEFT format), the optimizer,
-scheduler and RNG states of every process (``accelerator.save_state``: it handles DDP, DeepSpeed and FSDP), and
+scheduler and RNG states of every process (``accelerator.save_state``: it handles DDP, DeepSpeed and FSDP; under
+``train.sharded_loading`` the adapter and optimizer go through ``safemix.train.sharded.ShardedTrainingState``), and
 ``trainer_state.json``. It is written under a temporary name and renamed when complete, so a ``kill -9`` leaves
 either the whole checkpoint or none. Only the latest checkpoint and the best one by validation loss are kept.
 """

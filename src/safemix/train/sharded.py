@@ -9,7 +9,7 @@ checkpointable:
 
 - :func:`full_adapter_state` gathers the LoRA weights whole (they are small) for the PEFT adapter files;
 - :class:`ShardedTrainingState`, registered with ``accelerator.register_for_checkpointing``, saves the LoRA weights
-  and the optimizer state whole and puts each process's shard back on resume, whatever the process count was.
+  and the optimizer state whole and puts each process's shard back on resume.
 
 Runs on CPUs over gloo as on GPUs over NCCL; needs two or more processes. torch is imported inside functions only.
 """
@@ -33,7 +33,7 @@ def check_sharded_loading(config: TrainConfig, num_processes: int, resolved: Pat
         raise InputError("train.sharded_loading needs 2 or more processes (accelerate launch --num_processes N); "
                          "with one process the model loads whole")
     if config.load_in_4bit or config.load_in_8bit:
-        raise InputError("train.sharded_loading does not load 4-bit or 8-bit bases: choose one of them")
+        raise InputError("train.sharded_loading does not load 4-bit or 8-bit bases: turn off one or the other")
     if dtype not in ("float32", "bfloat16"):
         raise InputError(f"train.sharded_loading computes in float32 or bfloat16, not {dtype} (train.dtype)")
     if not Path(resolved).is_dir():
