@@ -1,17 +1,19 @@
 """Peak memory per process of sharded loading (meta device + FSDP2) against every process loading the whole model.
 
 A random Llama (default: hidden 2048, 24 layers, about 0.9B parameters, float32) with LoRA r=8 on q_proj and
-v_proj trains two steps of one batch on the CPU, three ways, each in fresh processes:
+v_proj trains two steps of one batch on the CPU, four ways, each in fresh processes:
 
 (1) single: one process loads the whole model (``safemix.models.loading.load_base_model``), no sharding;
 (2) whole:  2 processes over gloo, each loads the whole model, then ``fully_shard`` shards it (what FSDP does
     when every rank loads the checkpoint);
 (3) sharded: 2 processes over gloo build the model on the meta device, shard it, and read only their shard of
-    each weight (``safemix.models.sharded.load_sharded_lora_model``).
+    each weight (``safemix.models.sharded.load_sharded_lora_model``);
+(4) sharded-bf16: as (3) with ``compute_dtype="bfloat16"``: the base weights' shards are stored in bfloat16.
 
-All three start from the same LoRA weights (``lora_initial_values``), no dropout. It prints each process's peak
-RSS (``VmHWM``), both steps' losses of each run and their largest difference from (1) (target <= 1e-3), and
-last the ratio of the largest sharded peak to the largest whole-model peak (target <= 0.6):
+All four start from the same LoRA weights (``lora_initial_values``), no dropout. It prints each process's RSS once
+the model is loaded and its peak RSS (``VmHWM``), both steps' losses of each run and their largest difference
+from (1) (target <= 1e-3 in float32; bfloat16 keeps about 3 significant digits), and last the ratio of the largest
+float32 sharded peak to the largest whole-model peak (target <= 0.6):
 
     python benchmarks/sharded_memory.py [--hidden-size 2048] [--layers 24] [--seq-len 32] [--work DIR] [--safemix-train]
 
@@ -70,8 +72,9 @@ def load_model(mode: str, model_dir: Path) -> Any:
     """The LoRA model as ``mode`` loads it (see the module docstring)."""
     from torch.distributed.fsdp import fully_shard
 
-    if mode == "sharded":
-        return load_sharded_lora_model(model_dir, lora_config(), seed=SEED)
+    if mode.startswith("sharded"):
+        compute_dtype = "bfloat16" if mode == "sharded-bf16" else "float32"
+        return load_sharded_lora_model(model_dir, lora_config(), seed=SEED, compute_dtype=compute_dtype)
     model = seeded_lora_model(load_base_model(model_dir), lora_config(), SEED)
     if mode == "whole":
         for layer in model.get_base_model().model.layers:
@@ -81,36 +84,38 @@ def load_model(mode: str, model_dir: Path) -> Any:
 
 
 def worker(rank: int, mode: str, world_size: int, port: int, args: argparse.Namespace, results: Any) -> None:
-    """One process of one run: join the group, load, train, report (peak RSS in GiB, losses)."""
+    """One process of one run: join the group, load, train, report (RSS once loaded and peak RSS in GiB, losses)."""
     torch.set_num_threads(args.threads)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         torch.manual_seed(SEED)
         model = load_model(mode, args.work / "model")
+        loaded_gib = rss_gib("VmRSS")
         # The step's tokens: every token predicts the next, except the last of each sequence.
         total_tokens = args.batch_size * (args.seq_len - 1)
         batch = batch_for(rank, world_size, args.batch_size, args.seq_len, model.config.vocab_size)
         losses = global_mean_steps(model, batch, total_tokens=total_tokens, world_size=world_size, steps=STEPS,
                                    learning_rate=1e-3)
-        results.put((mode, rank, peak_rss_gib(), losses))
+        results.put((mode, rank, loaded_gib, rss_gib("VmHWM"), losses))
     finally:
         dist.destroy_process_group()
 
 
-def peak_rss_gib() -> float:
-    """This process's peak resident set size (``VmHWM``) in GiB.
+def rss_gib(field: str) -> float:
+    """This process's resident set size now (``VmRSS``) or at its peak (``VmHWM``), in GiB.
 
-    Not ``ru_maxrss``: a spawned process starts with its parent's peak there (Linux copies it at ``exec``), so
+    Not ``ru_maxrss`` for the peak: a spawned process starts with its parent's peak there (Linux copies it at ``exec``), so
     every run would read at least what the parent held, e.g. 4 GiB after it built the model.
     """
     for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 2**20
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def run(mode: str, world_size: int, args: argparse.Namespace) -> list[tuple[int, float, list[float]]]:
-    """Start ``world_size`` fresh processes for ``mode``; return (rank, peak RSS GiB, losses) per process."""
+def run(mode: str, world_size: int, args: argparse.Namespace) -> list[tuple[int, float, float, list[float]]]:
+    """Start ``world_size`` fresh processes for ``mode``; return (rank, loaded RSS GiB, peak RSS GiB, losses) per
+    process."""
     context = mp.get_context("spawn")
     results = context.SimpleQueue()
     mp.start_processes(worker, args=(mode, world_size, free_port(), args, results), nprocs=world_size,
@@ -202,18 +207,19 @@ def main() -> None:
         # 128 KiB maps every larger block and unmaps it when freed (at 1 MiB the sharded peak was 2.65 GiB, not 2.38).
         os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**17))
 
-        runs = {"single": run("single", 1, args), "whole": run("whole", 2, args), "sharded": run("sharded", 2, args)}
-        reference = runs["single"][0][2]
+        runs = {"single": run("single", 1, args), "whole": run("whole", 2, args), "sharded": run("sharded", 2, args),
+                "sharded-bf16": run("sharded-bf16", 2, args)}
+        reference = runs["single"][0][3]
         peaks = {}
         for mode, processes in runs.items():
-            for rank, peak_gib, losses in processes:
+            for rank, loaded_gib, peak_gib, losses in processes:
                 diff = max(abs(a - b) for a, b in zip(losses, reference, strict=True))
-                print(f"{mode:8s} rank {rank}: peak RSS {peak_gib:5.2f} GiB; losses "
+                print(f"{mode:12s} rank {rank}: RSS loaded {loaded_gib:5.2f} GiB, peak {peak_gib:5.2f} GiB; losses "
                       f"{', '.join(f'{loss:.6f}' for loss in losses)}; max |diff| vs single {diff:.2e}")
-            peaks[mode] = max(peak for _, peak, _ in processes)
+            peaks[mode] = max(peak for _, _, peak, _ in processes)
         if args.safemix_train:
             report_safemix_train(model_dir, args.work)
-        worst_diff = max(abs(a - b) for _, _, losses in runs["sharded"] for a, b in zip(losses, reference, strict=True))
+        worst_diff = max(abs(a - b) for _, _, _, losses in runs["sharded"] for a, b in zip(losses, reference, strict=True))
         ratio = peaks["sharded"] / peaks["whole"]
         print(f"sharded loss matches single within {LOSS_TOLERANCE}: {worst_diff <= LOSS_TOLERANCE}; "
               f"peak RSS ratio target <= {TARGET_RATIO}: {ratio <= TARGET_RATIO}")

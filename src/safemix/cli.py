@@ -365,7 +365,7 @@ def train(
     load_in_4bit: Annotated[bool | None, typer.Option("--load-in-4bit", help="QLoRA: base in 4-bit NF4 (bitsandbytes: safemix[gpu]).")] = None,
     load_in_8bit: Annotated[bool | None, typer.Option("--load-in-8bit", help="Base in 8-bit (bitsandbytes: safemix[gpu]).")] = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option("--gradient-checkpointing", help="Save activation memory.")] = None,
-    sharded_loading: Annotated[bool | None, typer.Option("--sharded-loading", help="2+ processes: no process loads the whole base (FSDP2; float32 or bfloat16 compute).")] = None,
+    sharded_loading: Annotated[bool | None, typer.Option("--sharded-loading", help="2+ processes: no process loads the whole base (FSDP2; float32 or bfloat16).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Experiment YAML with a 'train' section.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; warnings and errors only (for logs).")] = False,
     overrides: SetOption = None,

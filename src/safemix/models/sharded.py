@@ -40,9 +40,10 @@ def load_sharded_lora_model(resolved: Path, lora_config: Any, *, seed: int, devi
         device_type: ``cpu`` (gloo) or ``cuda`` (NCCL); the shards live there.
         gradient_checkpointing: recompute each decoder layer's activations in the backward pass instead of
             keeping them.
-        compute_dtype: ``float32``, or ``bfloat16``: FSDP2 gathers the float32 shards as bfloat16 and computes in it,
-            and reduces the gradients in float32 (``MixedPrecisionPolicy``); the shards and the LoRA weights the
-            optimizer steps stay float32.
+        compute_dtype: ``float32``, or ``bfloat16``: the frozen base weights are stored in it (a bfloat16 shard
+            holds half the bytes of a float32 one), FSDP2 gathers every weight as bfloat16 and computes in it, and
+            reduces the gradients in float32 (``MixedPrecisionPolicy``); the LoRA weights the optimizer steps stay
+            float32.
 
     Returns:
         The ``PeftModel``, sharded with FSDP2; only the LoRA weights require gradients.
@@ -61,13 +62,13 @@ def load_sharded_lora_model(resolved: Path, lora_config: Any, *, seed: int, devi
 
     config = AutoConfig.from_pretrained(str(resolved))
     with init_empty_weights():  # parameters on the meta device; buffers (rotary frequencies) computed as usual
-        base = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        base = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, compute_dtype))
     base.tie_weights()  # from_config (transformers 5) leaves tied embeddings two weights; one unit must hold both
     if gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates; nothing to act on
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        model = get_peft_model(base, lora_config)
+        model = get_peft_model(base, lora_config)  # LoRA weights in float32 whatever the base's dtype
     lora_values = lora_initial_values(model, seed)
 
     mesh = init_device_mesh(device_type, (dist.get_world_size(),))

@@ -67,8 +67,8 @@ class TrainConfig(BaseModel):
     sharded_loading: bool = Field(
         default=False,
         description="2+ processes: build the model on the meta device, read only each process's shard of every "
-        "weight and train it sharded with FSDP2, so no process holds the whole base (float32 weights, float32 or "
-        "bfloat16 compute; docs/training.md)",
+        "weight and train it sharded with FSDP2, so no process holds the whole base (float32, or bfloat16 base weights "
+        "and compute with float32 LoRA weights; docs/training.md)",
     )
 
     @model_validator(mode="after")

@@ -41,8 +41,8 @@ def check_sharded_loading(config: TrainConfig, num_processes: int, resolved: Pat
 
 
 def sharded_lora_model(config: TrainConfig, resolved: Path | str, lora_config: Any, device_type: str, dtype: str) -> Any:
-    """The base model with fresh LoRA adapters, sharded over every process, computing in ``dtype`` (float32 weights;
-    see the module docstring)."""
+    """The base model with fresh LoRA adapters, sharded over every process, its base weights stored and computed in
+    ``dtype`` (LoRA weights in float32; see the module docstring)."""
     from safemix.models.sharded import load_sharded_lora_model
 
     try:
