@@ -1,5 +1,5 @@
 """`safemix train --sharded-loading`: two processes over gloo on the CPU, each holding half of the base model
-(FSDP2), train (with and without gradient checkpointing), checkpoint, resume after kill -9 and write one PEFT
+(FSDP2), train (with and without gradient checkpointing; in bfloat16 where the CPU has it), checkpoint, resume after kill -9 and write one PEFT
 adapter."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from safemix.models.dtypes import native_bfloat16
 from tests.conftest import REPO_ROOT
 from tests.integration.train_cli import run_main, train_args
 
@@ -91,6 +92,15 @@ def test_sharded_loading_trains_resumes_after_kill_and_writes_the_adapter(
     adapter_after_kill = load_file(killed / "adapter" / "adapter_model.safetensors")
     for name, value in adapter.items():
         torch.testing.assert_close(adapter_after_kill[name], value, rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(not native_bfloat16("cpu"), reason="this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
+def test_sharded_loading_trains_in_bfloat16(tiny_model_dir: Path, tiny_mixture: tuple[Path, Path], tmp_path: Path) -> None:
+    finish(launch(tiny_model_dir, tiny_mixture, tmp_path / "bf16", "--sharded-loading", "--dtype", "bfloat16"))
+    log = read_log(tmp_path / "bf16")
+    assert log["val_loss"][-1]["loss"] < log["val_loss"][0]["loss"]
+    adapter = load_file(tmp_path / "bf16" / "adapter" / "adapter_model.safetensors")
+    assert {value.dtype for value in adapter.values()} == {torch.float32}  # the LoRA weights train in float32
 
 
 def test_sharded_loading_in_one_process_is_refused(
