@@ -102,7 +102,7 @@ def train(config: TrainConfig, out_dir: Path) -> TrainResult:
     with processes.main_process_first():  # a built-in model is prepared once, not once per process
         resolved = resolve_model(config.base_model)
     if config.sharded_loading:
-        check_sharded_loading(config, processes.num_processes, resolved, dtype)
+        check_sharded_loading(config, processes.num_processes, resolved, dtype, processes.distributed_type.value)
     fingerprint = model_fingerprint(resolved)
     run_hash = _run_hash(config, train_file, val_file, fingerprint)
     finished = _finished_run(out_dir, run_hash)

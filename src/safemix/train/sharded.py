@@ -23,15 +23,21 @@ from safemix.errors import InputError
 from safemix.train.config import TrainConfig
 
 
-def check_sharded_loading(config: TrainConfig, num_processes: int, resolved: Path | str, dtype: str) -> None:
-    """Refuse settings sharded loading cannot honour, before any weight loads (``dtype``: the resolved one).
+def check_sharded_loading(config: TrainConfig, num_processes: int, resolved: Path | str, dtype: str,
+                          distributed_type: str) -> None:
+    """Refuse settings sharded loading cannot honour, before any weight loads (``dtype``: the resolved one;
+    ``distributed_type``: accelerate's, e.g. ``MULTI_GPU``).
 
     Raises:
-        InputError: one process, a 4/8-bit base, float16, or a base that is not a local directory.
+        InputError: one process, an accelerate FSDP or DeepSpeed launch (they would shard the model a second
+            time), a 4/8-bit base, float16, or a base that is not a local directory.
     """
     if num_processes < 2:
         raise InputError("train.sharded_loading needs 2 or more processes (accelerate launch --num_processes N); "
                          "with one process the model loads whole")
+    if distributed_type in ("FSDP", "DEEPSPEED"):
+        raise InputError(f"train.sharded_loading shards the model itself (FSDP2); launch it with accelerate launch "
+                         f"--multi_gpu (configs/accelerate/ddp.yaml), not an accelerate {distributed_type} config")
     if config.load_in_4bit or config.load_in_8bit:
         raise InputError("train.sharded_loading does not load 4-bit or 8-bit bases: turn off one or the other")
     if dtype not in ("float32", "bfloat16"):
