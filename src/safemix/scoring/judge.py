@@ -3,8 +3,8 @@
 The network (:mod:`safemix.scoring.judge_model`) is all-MiniLM-L6-v2 with LoRA adapters and a 3-class classifier
 over ``[CLS] prompt [SEP] response [SEP]``. ``value`` is P(refusal) = P(full) + P(partial); the label is
 ``full_compliance`` below 0.5, else the likelier refusal class. The trained weights ship in
-``safemix/scoring/heads`` (``refusal-judge-v2.safetensors``, its data card ``refusal-judge-v2.json`` and the
-held-out predictions ``refusal-judge-v2.xstest-folds.jsonl``); ``safemix judge train`` rebuilds all three.
+``safemix/scoring/heads`` (``refusal-judge-v3.safetensors``, its data card ``refusal-judge-v3.json`` and the
+held-out predictions ``refusal-judge-v3.xstest-folds.jsonl``); ``safemix judge train`` rebuilds all three.
 
 Training runs in two stages, so the held-out evaluation costs minutes rather than hours:
 
