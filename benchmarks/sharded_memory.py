@@ -11,7 +11,8 @@ v_proj trains two steps of one batch on the CPU, four ways, each in fresh proces
 (4) sharded-bf16: as (3) with ``compute_dtype="bfloat16"``: the base weights' shards are stored in bfloat16.
 
 All four start from the same LoRA weights (``lora_initial_values``), no dropout. It prints each process's RSS once
-the model is loaded and its peak RSS (``VmHWM``), both steps' losses of each run and their largest difference
+the model is loaded (for (1), whose weights are memory-mapped, only what has been read so far) and its peak RSS
+(``VmHWM``), both steps' losses of each run and their largest difference
 from (1) (target <= 1e-3 in float32; bfloat16 keeps about 3 significant digits), and last the ratio of the largest
 float32 sharded peak to the largest whole-model peak (target <= 0.6):
 

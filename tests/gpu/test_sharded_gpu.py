@@ -1,6 +1,6 @@
 """Sharded loading on two GPUs over NCCL: no GPU ever holds the whole base model.
 
-A random Llama of about 0.2B parameters loads with ``load_sharded_lora_model`` on two GPUs in bfloat16; each GPU's
+A random Llama of about 0.1B parameters loads with ``load_sharded_lora_model`` on two GPUs in bfloat16; each GPU's
 allocated memory once loaded stays under 0.6x the whole model's bytes (it fails if every rank gets the whole model),
 and two training steps lower the loss. ``safemix train --sharded-loading`` then trains the tiny model on both GPUs.
 Skipped without two CUDA devices.
@@ -21,18 +21,13 @@ from safemix.models import build_random_llama
 from safemix.models.sharded import load_sharded_lora_model
 from safemix.models.tiny import TINY_CORPUS
 from safemix.train.global_steps import global_mean_steps
+from tests.integration.test_sharded_loading import lora_config
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")]
 
 WORLD_SIZE = 2
 HOLD_AT_MOST = 0.6  # of the whole model's bytes, per GPU
-
-
-def lora_config() -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
 
 
 def gpu_worker(rank: int, model_dir: Path, port: int, results: Any) -> None:
@@ -43,7 +38,8 @@ def gpu_worker(rank: int, model_dir: Path, port: int, results: Any) -> None:
     try:
         model = load_sharded_lora_model(model_dir, lora_config(), seed=0, device_type="cuda", compute_dtype="bfloat16")
         loaded_bytes = torch.cuda.memory_allocated()
-        input_ids = torch.randint(3, 1000, (2, 64), generator=torch.Generator().manual_seed(rank)).cuda()
+        # the built tokenizer's vocabulary is smaller than the size asked for: draw ids the embedding holds
+        input_ids = torch.randint(3, model.config.vocab_size, (2, 64), generator=torch.Generator().manual_seed(rank)).cuda()
         batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids}
         losses = global_mean_steps(model, batch, total_tokens=WORLD_SIZE * 2 * 63, world_size=WORLD_SIZE, steps=2,
                                    learning_rate=1e-2)
